@@ -1,0 +1,170 @@
+//! Configuration errors that name the field at fault, and JSON parsing that fills that name in.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+/// A configuration problem: which field (a JSON path such as `rules[2].bucket.unit`) and what is wrong.
+///
+/// Displayed as `invalid configuration: <field>: <message>`, the one line a filter logs before it
+/// refuses the configuration (Envoy then rejects the plugin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Prefixes the field with a parent path: `at("rules[0]")` turns `bucket` into `rules[0].bucket`.
+    pub fn at(mut self, parent: &str) -> Self {
+        self.field = join_path(parent, &self.field);
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = if self.field.is_empty() {
+            "(root)"
+        } else {
+            &self.field
+        };
+        write!(f, "invalid configuration: {field}: {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Joins two JSON path parts: `join_path("rules[0]", "bucket")` is `rules[0].bucket`, and an index
+/// part (`[1]`) is appended without a dot.
+pub fn join_path(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_string(),
+        (_, true) => parent.to_string(),
+        _ if child.starts_with('[') => format!("{parent}{child}"),
+        _ => format!("{parent}.{child}"),
+    }
+}
+
+/// Parses a filter's JSON configuration into `T`, reporting the JSON path of the field at fault.
+///
+/// An empty configuration (Envoy passes none when the plugin has no `configuration`) is parsed as
+/// `{}`, so that a config type whose fields all have defaults accepts it.
+pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Bucket {
+        rate: u32,
+        #[serde(default)]
+        burst: u32,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Rule {
+        name: String,
+        bucket: Bucket,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Root {
+        #[serde(default)]
+        rules: Vec<Rule>,
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn parses_valid_config() {
+        let root: Root =
+            parse_config(br#"{"rules":[{"name":"a","bucket":{"rate":5,"burst":2}}]}"#).unwrap();
+        assert_eq!(root.rules[0].bucket, Bucket { rate: 5, burst: 2 });
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn empty_config_is_empty_object() {
+        assert_eq!(parse_config::<Root>(b"").unwrap(), Root::default());
+        assert_eq!(parse_config::<Root>(b"  \n").unwrap(), Root::default());
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn unknown_field_is_named_with_its_path() {
+        let err =
+            parse_config::<Root>(br#"{"rules":[{"name":"a","bucket":{"rate":1,"brust":2}}]}"#)
+                .unwrap_err();
+        assert_eq!(err.field, "rules[0].bucket.brust");
+        assert!(err.message.starts_with("unknown field `brust`"), "{err}");
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn wrong_type_is_named_with_its_path() {
+        let err =
+            parse_config::<Root>(br#"{"rules":[{"name":"a","bucket":{"rate":-1}}]}"#).unwrap_err();
+        assert_eq!(err.field, "rules[0].bucket.rate");
+        assert!(err.message.contains("invalid value: integer `-1`"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid configuration: rules[0].bucket.rate: {}",
+                err.message
+            )
+        );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn trailing_garbage_and_bad_json_are_rejected() {
+        assert!(parse_config::<Root>(br#"{"rules":[]} x"#).is_err());
+        let err = parse_config::<Root>(br#"{"rules":["#).unwrap_err();
+        assert!(err.message.contains("EOF"), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn at_prefixes_paths() {
+        assert_eq!(
+            ConfigError::new("unit", "bad").at("rules[1].bucket").field,
+            "rules[1].bucket.unit"
+        );
+        assert_eq!(ConfigError::new("[3]", "bad").at("keys").field, "keys[3]");
+        assert_eq!(ConfigError::new("", "bad").at("keys").field, "keys");
+        assert_eq!(
+            ConfigError::new("", "bad").to_string(),
+            "invalid configuration: (root): bad"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Host-independent helpers shared by the edge filters.
+//!
+//! Nothing here imports `proxy_wasm`: every function works on plain values so it can be unit-tested
+//! natively and, compiled to `wasm32-unknown-unknown`, under Node's V8 with `wasm-bindgen-test`.
+//! Only what two or more filters share lives here.
+
+pub mod cidr;
+pub mod config;
+pub mod hash;
+pub mod http;
+pub mod ip;
+
+pub use cidr::CidrSet;
+pub use config::{parse_config, ConfigError};

@@ -1,0 +1,148 @@
+//! The echo upstream: answers every request with JSON describing what it received, so tests can
+//! assert exactly what Envoy and the filters forwarded.
+//!
+//! ```json
+//! {"name":"prod","method":"GET","uri":"/a?x=1","path":"/a","query":"x=1",
+//!  "version":"HTTP/1.1","headers":{"host":"...","x-bot-score":"87"},"body_length":0}
+//! ```
+//!
+//! Header names are lowercase; a header sent several times is joined with `, ` (`; ` for `cookie`),
+//! which is how HTTP defines combining them. `GET /status/NNN` answers with status NNN (100..=999
+//! excluding 1xx, which cannot carry a body) and the same JSON. Every response carries
+//! `x-echo-name: <name>` so a test can see which upstream answered from the response headers alone.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+/// What the echo upstream saw, as it reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EchoReply {
+    pub name: String,
+    pub method: String,
+    pub uri: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub version: String,
+    pub headers: BTreeMap<String, String>,
+    pub body_length: u64,
+}
+
+impl EchoReply {
+    /// The value of a request header as the upstream received it (name is case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+/// Binds `addr` and serves until the task is dropped or the process ends. Returns the bound
+/// address (useful with port 0) and the server task.
+pub async fn spawn(
+    addr: SocketAddr,
+    name: &str,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let name: Arc<str> = Arc::from(name);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let name = name.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(name.clone(), req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((local, task))
+}
+
+async fn handle(
+    name: Arc<str>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // Count the body without keeping it.
+    let mut body_length = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    body_length += d.len() as u64;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        headers
+            .entry(k.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(if k == http::header::COOKIE {
+                    "; "
+                } else {
+                    ", "
+                });
+                e.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
+    let path = parts.uri.path().to_string();
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|s| *s >= 200)
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let reply = EchoReply {
+        name: name.to_string(),
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| path.clone(), |pq| pq.as_str().to_string()),
+        path,
+        query: parts.uri.query().map(str::to_string),
+        version: format!("{:?}", parts.version),
+        headers,
+        body_length,
+    };
+    let mut body = serde_json::to_vec_pretty(&reply).unwrap_or_default();
+    body.push(b'\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        resp.headers_mut().insert("x-echo-name", v);
+    }
+    Ok(resp)
+}
