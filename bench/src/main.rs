@@ -1,1 +1,397 @@
-fn main() {}
+//! `make bench`: what each filter adds to a request in real Envoy.
+//!
+//! Method (DESIGN.md section 7): one Envoy process per configuration, each with one worker
+//! (`--concurrency 1`) pinned to CPU 0, answering from a `direct_response` route so no upstream
+//! competes for the CPUs; `wrk` pinned to CPU 1 drives them over keep-alive connections. After a
+//! warm-up, configurations are measured in interleaved rounds (A B C D, A B C D, ...) so that drift
+//! (thermal, other load) hits every row alike. With the worker saturated, 1/throughput is the CPU
+//! time Envoy spends per request, so `1e6/rps(row) - 1e6/rps(floor)` is the microseconds a row adds
+//! per request; it is computed within each round and the median over rounds is reported.
+//!
+//! Environment: `BENCH_ROUNDS` (3), `BENCH_DURATION` seconds per measurement (5),
+//! `BENCH_CONNECTIONS` (32), `BENCH_WARMUP` seconds (2), `BENCH_OUT` (bench/results).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use edge_tests::config::{native_local_ratelimit_unlimited, native_lua_noop};
+use edge_tests::{Gateway, RunningGateway, Runtime, WasmFilter};
+use serde_json::json;
+
+mod chart;
+
+/// One configuration measured by the benchmark.
+struct Row {
+    name: &'static str,
+    gateway: Gateway,
+    /// Path and headers wrk sends (the "common path" of the row's filter).
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+/// The row every other is compared with (no HTTP filter but the router).
+const FLOOR: &str = "no filter";
+/// The Proxy-Wasm floor, a second reference column.
+const WASM_FLOOR: &str = "no-op Wasm filter";
+
+fn rows() -> Vec<Row> {
+    let base = || {
+        Gateway::new()
+            .runtime(Runtime::Process)
+            .workers(1)
+            .cpu_list("0")
+            .log_level("warning")
+    };
+    let wasm = |name: &str| edge_tests::wasm_path(name);
+    vec![
+        Row {
+            name: FLOOR,
+            gateway: base(),
+            path: "/",
+            headers: vec![],
+        },
+        Row {
+            name: WASM_FLOOR,
+            gateway: base().wasm(WasmFilter::new("noop", wasm("noop"), json!({}))),
+            path: "/",
+            headers: vec![],
+        },
+        Row {
+            name: "native local_ratelimit (never limits)",
+            gateway: base().native_filter(native_local_ratelimit_unlimited()),
+            path: "/",
+            headers: vec![],
+        },
+        Row {
+            name: "Lua no-op",
+            gateway: base().native_filter(native_lua_noop()),
+            path: "/",
+            headers: vec![],
+        },
+    ]
+}
+
+struct Settings {
+    rounds: usize,
+    duration: u64,
+    connections: u64,
+    warmup: u64,
+    out: PathBuf,
+}
+
+fn env_num(key: &str, default: u64) -> Result<u64> {
+    match std::env::var(key) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .with_context(|| format!("{key}={v:?} is not a number")),
+        _ => Ok(default),
+    }
+}
+
+/// One wrk measurement.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    non_2xx: u64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let s = Settings {
+        rounds: env_num("BENCH_ROUNDS", 3)?.max(1) as usize,
+        duration: env_num("BENCH_DURATION", 5)?.max(1),
+        connections: env_num("BENCH_CONNECTIONS", 32)?.max(1),
+        warmup: env_num("BENCH_WARMUP", 2)?,
+        out: std::env::var_os("BENCH_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| edge_tests::harness::workspace_root().join("bench/results")),
+    };
+    which("wrk")?;
+    which("taskset")?;
+    let rows = rows();
+    eprintln!(
+        "bench: {} configurations x {} rounds x {} s, wrk -c{} pinned to CPU 1, Envoy --concurrency 1 pinned to CPU 0",
+        rows.len(),
+        s.rounds,
+        s.duration,
+        s.connections
+    );
+
+    let mut gateways: Vec<RunningGateway> = Vec::new();
+    for r in &rows {
+        let gw = r
+            .gateway
+            .clone()
+            .start()
+            .await
+            .with_context(|| format!("starting Envoy for row {:?}", r.name))?;
+        gateways.push(gw);
+    }
+    for (r, gw) in rows.iter().zip(&gateways) {
+        let probe = gw.get(r.path, &r.headers).await?;
+        if probe.status != 200 {
+            bail!(
+                "row {:?}: probe answered {} {}",
+                r.name,
+                probe.status,
+                probe.text()
+            );
+        }
+        if s.warmup > 0 {
+            wrk(&gw.url, r, s.warmup, s.connections)?;
+        }
+    }
+
+    // samples[round][row]
+    let mut samples: Vec<Vec<Sample>> = Vec::new();
+    for round in 0..s.rounds {
+        let mut this = Vec::new();
+        for (r, gw) in rows.iter().zip(&gateways) {
+            let sample = wrk(&gw.url, r, s.duration, s.connections)?;
+            eprintln!(
+                "round {}/{} {:<40} {:>10.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us",
+                round + 1,
+                s.rounds,
+                r.name,
+                sample.rps,
+                sample.p50_us,
+                sample.p99_us
+            );
+            this.push(sample);
+        }
+        samples.push(this);
+    }
+    drop(gateways);
+
+    let table = summarize(&rows, &samples)?;
+    let md = render_markdown(&s, &rows, &samples, &table);
+    std::fs::create_dir_all(&s.out)?;
+    let md_path = s.out.join("latest.md");
+    std::fs::write(&md_path, &md)?;
+    let png_path = s.out.join("latest.png");
+    chart::render(&png_path, &table, s.rounds)?;
+    println!("{md}");
+    eprintln!("wrote {} and {}", md_path.display(), png_path.display());
+    Ok(())
+}
+
+/// The reported figures of one row (medians over rounds).
+pub struct Summary {
+    pub name: String,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Microseconds added per request against the no-filter row.
+    pub added_us: f64,
+    /// Microseconds added per request against the no-op Wasm row.
+    pub vs_wasm_us: f64,
+    pub non_2xx: u64,
+}
+
+fn summarize(rows: &[Row], samples: &[Vec<Sample>]) -> Result<Vec<Summary>> {
+    let idx = |name: &str| {
+        rows.iter()
+            .position(|r| r.name == name)
+            .with_context(|| format!("no row {name:?}"))
+    };
+    let (floor, wasm_floor) = (idx(FLOOR)?, idx(WASM_FLOOR)?);
+    let per_req = |s: &Sample| 1e6 / s.rps.max(1e-9);
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let col = |f: &dyn Fn(&Vec<Sample>) -> f64| median(samples.iter().map(f).collect());
+            Summary {
+                name: r.name.to_string(),
+                rps: col(&|s| s[i].rps),
+                p50_us: col(&|s| s[i].p50_us),
+                p99_us: col(&|s| s[i].p99_us),
+                added_us: col(&|s| per_req(&s[i]) - per_req(&s[floor])),
+                vs_wasm_us: col(&|s| per_req(&s[i]) - per_req(&s[wasm_floor])),
+                non_2xx: samples.iter().map(|s| s[i].non_2xx).sum(),
+            }
+        })
+        .collect())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn render_markdown(s: &Settings, rows: &[Row], samples: &[Vec<Sample>], t: &[Summary]) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmark: added cost per request in Envoy\n");
+    let _ = writeln!(
+        md,
+        "Envoy {} with one worker (`--concurrency 1`) pinned to CPU 0, answering from a `direct_response` \
+         route; `wrk -t1 -c{} -d{}s` pinned to CPU 1; {} interleaved rounds after a {} s warm-up per row; \
+         medians over rounds. *Added µs/request* = `1e6/rps(row) − 1e6/rps(reference)` within a round: \
+         the worker is saturated, so 1/throughput is its CPU time per request. Machine: {} CPUs. \
+         Compare rows of one run only (ratios), never across machines.\n",
+        envoy_version(),
+        s.connections,
+        s.duration,
+        s.rounds,
+        s.warmup,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let _ = writeln!(
+        md,
+        "| configuration | requests/s | p50 (µs) | p99 (µs) | added µs/request vs no filter | vs no-op Wasm | non-2xx |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in t {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:+.2} | {:+.2} | {} |",
+            r.name, r.rps, r.p50_us, r.p99_us, r.added_us, r.vs_wasm_us, r.non_2xx
+        );
+    }
+    let _ = writeln!(md, "\nRequests/s per round (spread check):\n");
+    let _ = write!(md, "| configuration |");
+    for i in 0..samples.len() {
+        let _ = write!(md, " round {} |", i + 1);
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(samples.len()));
+    for (i, r) in rows.iter().enumerate() {
+        let _ = write!(md, "| {} |", r.name);
+        for round in samples {
+            let _ = write!(md, " {:.0} |", round[i].rps);
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md, "\nChart: `latest.png`. Regenerate with `make bench`.");
+    md
+}
+
+fn wrk(url: &str, row: &Row, seconds: u64, connections: u64) -> Result<Sample> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1", "wrk", "-t1", "--latency"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--timeout")
+        .arg("5s");
+    for (k, v) in &row.headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    cmd.arg(format!("{url}{}", row.path));
+    let out = cmd.output().context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "wrk failed for {:?}: {}{}",
+            row.name,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("parsing wrk output for {:?}:\n{text}", row.name))
+}
+
+fn parse_wrk(text: &str) -> Result<Sample> {
+    let mut rps = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut non_2xx = 0;
+    for line in text.lines().map(str::trim) {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next()) {
+            (Some("Requests/sec:"), Some(v)) => rps = v.parse::<f64>().ok(),
+            (Some("50%"), Some(v)) => p50 = parse_duration_us(v),
+            (Some("99%"), Some(v)) => p99 = parse_duration_us(v),
+            _ => {}
+        }
+        if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = n.trim().parse().unwrap_or(0);
+        }
+    }
+    match (rps, p50, p99) {
+        (Some(rps), Some(p50_us), Some(p99_us)) => Ok(Sample {
+            rps,
+            p50_us,
+            p99_us,
+            non_2xx,
+        }),
+        _ => bail!("missing Requests/sec or latency percentiles"),
+    }
+}
+
+/// wrk prints `812.00us`, `1.23ms`, `2.00s`.
+fn parse_duration_us(v: &str) -> Option<f64> {
+    let (num, mult) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * mult)
+}
+
+fn which(tool: &str) -> Result<()> {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        bail!("{tool} is not installed: run `make setup`");
+    }
+    Ok(())
+}
+
+fn envoy_version() -> String {
+    edge_tests::harness::envoy_binary()
+        .ok()
+        .and_then(|b| Command::new(b).arg("--version").output().ok())
+        .and_then(|o| {
+            // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+            let t = String::from_utf8_lossy(&o.stdout).into_owned();
+            let v = t
+                .split("version:")
+                .nth(1)?
+                .trim()
+                .split('/')
+                .nth(1)?
+                .to_string();
+            Some(v)
+        })
+        .unwrap_or_else(|| "(unknown version)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 5s test @ http://127.0.0.1:1/\n  1 threads and 32 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   812.00us  100.00us   5.00ms   90.00%\n  Latency Distribution\n     50%  790.00us\n     75%  850.00us\n     90%  900.00us\n     99%    1.23ms\n  200000 requests in 5.00s, 20.00MB read\n  Non-2xx or 3xx responses: 7\nRequests/sec:  39999.50\nTransfer/sec:      4.00MB\n";
+        let s = parse_wrk(out).unwrap();
+        assert_eq!(s.rps, 39999.5);
+        assert_eq!(s.p50_us, 790.0);
+        assert_eq!(s.p99_us, 1230.0);
+        assert_eq!(s.non_2xx, 7);
+        assert!(parse_wrk("garbage").is_err());
+        assert_eq!(parse_duration_us("2.00s"), Some(2e6));
+        assert_eq!(parse_duration_us("2.0x"), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+}

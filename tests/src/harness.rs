@@ -496,7 +496,7 @@ impl Gateway {
             runtime: Runtime::Container,
             run_id: run.clone(),
             inner: Inner::Container {
-                envoy,
+                envoy: Box::new(envoy),
                 _echoes: echoes,
                 logs,
             },
@@ -554,7 +554,7 @@ enum Inner {
     },
     Container {
         // Field order is drop order: Envoy goes first, then its upstreams (and the network).
-        envoy: ContainerAsync<GenericImage>,
+        envoy: Box<ContainerAsync<GenericImage>>,
         _echoes: Vec<ContainerAsync<GenericImage>>,
         logs: LogBuf,
     },

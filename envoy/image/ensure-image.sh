@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds a minimal image FROM scratch holding one dynamically linked binary and exactly the shared
+# Ensures a minimal image FROM scratch holding one dynamically linked binary and exactly the shared
 # libraries `ldd` resolves for it (glibc, the loader, libgcc_s for Rust binaries). No registry is
-# contacted: `FROM scratch` needs no pull.
+# contacted: `FROM scratch` needs no pull. The binary's sha256 is a label of the image, so an
+# image whose binary is unchanged is not rebuilt (idempotent, cheap on every `make test`).
 #
-#   build-image.sh TAG BINARY NAME [EXPOSE...]
+#   ensure-image.sh TAG BINARY NAME [EXPOSE...]
 #     TAG      image tag, e.g. edge-envoy:1.40.0
 #     BINARY   path of the binary on this machine
 #     NAME     name it gets in the image: /usr/local/bin/NAME, also the entrypoint
@@ -11,7 +12,15 @@
 set -euo pipefail
 tag=$1 bin=$2 name=$3
 shift 3
-[ -x "$bin" ] || { echo "build-image: $bin is not an executable file" >&2; exit 1; }
+[ -x "$bin" ] || { echo "ensure-image: $bin is not an executable file" >&2; exit 1; }
+command -v docker >/dev/null || { echo "ensure-image: docker is not installed" >&2; exit 1; }
+
+sum=$(sha256sum "$bin" | cut -d' ' -f1)
+have=$(docker image inspect -f '{{index .Config.Labels "org.edge-filters.binary-sha256"}}' "$tag" 2>/dev/null || true)
+if [ "$have" = "$sum" ]; then
+  echo "image $tag is up to date"
+  exit 0
+fi
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
@@ -34,7 +43,8 @@ chmod 1777 "$ctx/rootfs/tmp"
   echo "USER 65534:65534"
   echo "ENTRYPOINT [\"/usr/local/bin/$name\"]"
 } > "$ctx/Dockerfile"
-if ! docker build -q -t "$tag" --label org.edge-filters.image="$name" "$ctx" >"$ctx/build.log" 2>&1; then
+if ! docker build -q -t "$tag" --label org.edge-filters.image="$name" \
+    --label org.edge-filters.binary-sha256="$sum" "$ctx" >"$ctx/build.log" 2>&1; then
   cat "$ctx/build.log" >&2
   exit 1
 fi

