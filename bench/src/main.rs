@@ -8,7 +8,7 @@
 //! time Envoy spends per request, so `1e6/rps(row) - 1e6/rps(floor)` is the microseconds a row adds
 //! per request; it is computed within each round and the median over rounds is reported.
 //!
-//! Environment: `BENCH_ROUNDS` (3), `BENCH_DURATION` seconds per measurement (5),
+//! Environment: `BENCH_ROUNDS` (5), `BENCH_DURATION` seconds per measurement (4),
 //! `BENCH_CONNECTIONS` (32), `BENCH_WARMUP` seconds (2), `BENCH_OUT` (bench/results).
 
 use std::path::PathBuf;
@@ -101,8 +101,8 @@ struct Sample {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let s = Settings {
-        rounds: env_num("BENCH_ROUNDS", 3)?.max(1) as usize,
-        duration: env_num("BENCH_DURATION", 5)?.max(1),
+        rounds: env_num("BENCH_ROUNDS", 5)?.max(1) as usize,
+        duration: env_num("BENCH_DURATION", 4)?.max(1),
         connections: env_num("BENCH_CONNECTIONS", 32)?.max(1),
         warmup: env_num("BENCH_WARMUP", 2)?,
         out: std::env::var_os("BENCH_OUT")
@@ -146,10 +146,14 @@ async fn main() -> Result<()> {
     }
 
     // samples[round][row]
+    // Each round starts one row later than the previous (A B C D, B C D A, ...), so no row
+    // always runs first or right after the same neighbour.
     let mut samples: Vec<Vec<Sample>> = Vec::new();
     for round in 0..s.rounds {
-        let mut this = Vec::new();
-        for (r, gw) in rows.iter().zip(&gateways) {
+        let mut this: Vec<Option<Sample>> = vec![None; rows.len()];
+        for k in 0..rows.len() {
+            let i = (round + k) % rows.len();
+            let (r, gw) = (&rows[i], &gateways[i]);
             let sample = wrk(&gw.url, r, s.duration, s.connections)?;
             eprintln!(
                 "round {}/{} {:<40} {:>10.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us",
@@ -160,9 +164,9 @@ async fn main() -> Result<()> {
                 sample.p50_us,
                 sample.p99_us
             );
-            this.push(sample);
+            this[i] = Some(sample);
         }
-        samples.push(this);
+        samples.push(this.into_iter().flatten().collect());
     }
     drop(gateways);
 
@@ -233,7 +237,8 @@ fn render_markdown(s: &Settings, rows: &[Row], samples: &[Vec<Sample>], t: &[Sum
     let _ = writeln!(
         md,
         "Envoy {} with one worker (`--concurrency 1`) pinned to CPU 0, answering from a `direct_response` \
-         route; `wrk -t1 -c{} -d{}s` pinned to CPU 1; {} interleaved rounds after a {} s warm-up per row; \
+         route; `wrk -t1 -c{} -d{}s` pinned to CPU 1; {} interleaved rounds (row order rotated each round) \
+         after a {} s warm-up per row; \
          medians over rounds. *Added µs/request* = `1e6/rps(row) − 1e6/rps(reference)` within a round: \
          the worker is saturated, so 1/throughput is its CPU time per request. Machine: {} CPUs. \
          Compare rows of one run only (ratios), never across machines.\n",
