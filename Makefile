@@ -21,10 +21,10 @@ ENVOY_IMAGE    ?= edge-envoy:$(ENVOY_VERSION)
 ECHO_IMAGE     ?= edge-echo:latest
 WASM_DIR       := target/wasm32-wasip1/release
 # Filter crates built to .wasm (package names) and the .wasm files they produce.
-FILTER_PKGS    := noop-filter
-FILTER_WASMS   := noop
+FILTER_PKGS    := noop-filter rate-limit
+FILTER_WASMS   := noop rate_limit
 # Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
-V8_TEST_PKGS   := edge-common
+V8_TEST_PKGS   := edge-common rate-limit
 SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME

@@ -152,6 +152,8 @@ impl Worker {
             };
             let spec = (self.request)(i);
             let t0 = Instant::now();
+            rep.first_sent = Some(rep.first_sent.map_or(t0, |f| f.min(t0)));
+            rep.last_sent = Some(rep.last_sent.map_or(t0, |l| l.max(t0)));
             match c.send(&spec).await {
                 Ok(reply) => {
                     let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
@@ -197,6 +199,8 @@ pub struct LoadReport {
     /// The first transport errors.
     pub errors: Vec<String>,
     pub elapsed: Duration,
+    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
     latency_us: Histogram<u64>,
 }
 
@@ -210,6 +214,8 @@ impl LoadReport {
             failures: Vec::new(),
             errors: Vec::new(),
             elapsed: Duration::ZERO,
+            first_sent: None,
+            last_sent: None,
             // 1 us .. 1 h at 3 significant digits; new_with_bounds only fails on bad bounds.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
@@ -230,6 +236,14 @@ impl LoadReport {
             *self.statuses.entry(s).or_insert(0) += n;
         }
         self.check_failures += o.check_failures;
+        self.first_sent = match (self.first_sent, o.first_sent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_sent = match (self.last_sent, o.last_sent) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         for e in o.errors {
             if self.errors.len() < 10 {
                 self.errors.push(e);
@@ -250,6 +264,15 @@ impl LoadReport {
             .filter(|(s, _)| !(200..300).contains(*s))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// Time from the first request sent to the last one sent: the window a rate limiter saw
+    /// requests arrive in (without connection set-up or the wait for the last replies).
+    pub fn send_span(&self) -> Duration {
+        match (self.first_sent, self.last_sent) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Latency at a quantile (0.5 = median, 0.99 = p99).

@@ -68,6 +68,11 @@ async fn bounded_by_duration() {
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_secs(3), "stopped late: {took:?}");
     assert!(report.completed > 100, "{report}");
+    let span = report.send_span();
+    assert!(
+        span > Duration::from_millis(400) && span <= took,
+        "send span {span:?}"
+    );
     assert_eq!(report.completed, report.count(200));
 }
 

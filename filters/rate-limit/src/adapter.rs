@@ -1,0 +1,226 @@
+//! The Proxy-Wasm adapter: configuration and metrics in the root context, the decision per
+//! request in the HTTP context. Everything it does goes through `limiter`/`response`.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+
+use crate::config::{Config, Mode};
+use crate::limiter::{self, Outcome, RequestLine, RequestView, SharedStore, StoreError};
+use crate::response;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { state: None }) });
+}}
+
+/// Per-rule counters: allowed, limited, shadow_limited, errors.
+#[derive(Clone, Copy)]
+struct RuleMetrics {
+    allowed: u32,
+    limited: u32,
+    shadow_limited: u32,
+    errors: u32,
+}
+
+struct State {
+    cfg: Config,
+    ns: String,
+    metrics: Vec<RuleMetrics>,
+}
+
+struct Root {
+    state: Option<Rc<State>>,
+}
+
+impl Context for Root {}
+
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        hostcalls::get_shared_data(key).map_err(|_| StoreError::Unavailable)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+fn metric(name: &str) -> Result<u32, String> {
+    hostcalls::define_metric(MetricType::Counter, name)
+        .map_err(|e| format!("cannot define metric {name}: {e:?}"))
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let cfg = match Config::from_json(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error(&format!("rate_limit: {e}"));
+                return false;
+            }
+        };
+        // Shared data is scoped to the VM id; the root id keeps two plugins in one VM apart.
+        let root_id = self
+            .get_property(vec!["plugin_root_id"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "rate_limit".into());
+        let ns = format!("rl:{root_id}");
+        if let Err(e) = limiter::ensure_slots(&ns, cfg.max_buckets, &HostStore) {
+            log::error(&format!(
+                "rate_limit: cannot create the bucket table in shared data: {e:?}"
+            ));
+            return false;
+        }
+        let mut metrics = Vec::with_capacity(cfg.rules.len());
+        for r in &cfg.rules {
+            let m = |what: &str| metric(&format!("rate_limit.{}.{what}", r.name));
+            let rm = (|| {
+                Ok::<_, String>(RuleMetrics {
+                    allowed: m("allowed")?,
+                    limited: m("limited")?,
+                    shadow_limited: m("shadow_limited")?,
+                    errors: m("errors")?,
+                })
+            })();
+            match rm {
+                Ok(rm) => metrics.push(rm),
+                Err(e) => {
+                    log::error(&format!("rate_limit: {e}"));
+                    return false;
+                }
+            }
+        }
+        log::info(&format!(
+            "rate_limit: configured {} rule(s), {} buckets, mode {:?}",
+            cfg.rules.len(),
+            cfg.max_buckets,
+            cfg.mode
+        ));
+        self.state = Some(Rc::new(State { cfg, ns, metrics }));
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter {
+            state: self.state.clone(),
+            response_headers: Vec::new(),
+        }))
+    }
+}
+
+struct Filter {
+    state: Option<Rc<State>>,
+    /// Headers to add to the upstream's response (allowed requests, enforce mode).
+    response_headers: Vec<(&'static str, String)>,
+}
+
+impl Context for Filter {}
+
+struct Req<'a>(&'a Filter);
+
+impl RequestView for Req<'_> {
+    fn header(&self, name: &str) -> Option<String> {
+        self.0.get_http_request_header(name)
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.0
+            .get_property(vec!["source", "address"])
+            .and_then(|b| edge_common::ip::parse_address_ip_bytes(&b))
+    }
+}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(state) = self.state.clone() else {
+            return Action::Continue;
+        };
+        let cfg = &state.cfg;
+        let get = |needed: bool, name: &str| {
+            if needed {
+                self.get_http_request_header(name)
+            } else {
+                None
+            }
+        };
+        let line = RequestLine::new(
+            get(cfg.needs_path, ":path").as_deref(),
+            get(cfg.needs_method, ":method").as_deref(),
+            get(cfg.needs_host, ":authority").as_deref(),
+        );
+        let now = self
+            .get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let d = limiter::decide(cfg, &state.ns, &line, &Req(self), &HostStore, now);
+        let shadow = cfg.mode == Mode::Shadow;
+        for v in &d.verdicts {
+            let Some(m) = state.metrics.get(v.rule) else {
+                continue;
+            };
+            let id = match v.outcome {
+                Outcome::Allowed => m.allowed,
+                Outcome::Limited if shadow => m.shadow_limited,
+                Outcome::Limited => m.limited,
+                Outcome::Error { .. } => m.errors,
+            };
+            let _ = hostcalls::increment_metric(id, 1);
+            if let (Outcome::Error { denied: true }, false) = (v.outcome, shadow) {
+                let _ = hostcalls::increment_metric(m.limited, 1);
+            }
+        }
+        if shadow {
+            return Action::Continue;
+        }
+        let Some(report) = d.report else {
+            return Action::Continue;
+        };
+        if d.limited {
+            let mut headers = response::headers(cfg, &report, true);
+            headers.push(("content-type", cfg.limited_content_type.clone()));
+            let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.send_http_response(cfg.limited_status, hs, Some(cfg.limited_body.as_bytes()));
+            return Action::Pause;
+        }
+        if cfg.headers_on_allowed {
+            self.response_headers = response::headers(cfg, &report, false);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        for (k, v) in std::mem::take(&mut self.response_headers) {
+            self.set_http_response_header(k, Some(&v));
+        }
+        Action::Continue
+    }
+}
+
+mod log {
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::types::LogLevel;
+
+    pub fn error(msg: &str) {
+        let _ = hostcalls::log(LogLevel::Error, msg);
+    }
+
+    pub fn info(msg: &str) {
+        let _ = hostcalls::log(LogLevel::Info, msg);
+    }
+}

@@ -1,0 +1,611 @@
+//! Configuration: the JSON users write (serde types, unknown fields refused) and its validated,
+//! pre-compiled form (regexes built, buckets computed, names checked) produced once at configure.
+
+use edge_common::{parse_config, ConfigError};
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::bucket::Bucket;
+
+const NS_PER_MS: u64 = 1_000_000;
+const NS_PER_S: u64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Limited requests get the configured response.
+    #[default]
+    Enforce,
+    /// Nothing is limited and no header is added; would-be limits are counted.
+    Shadow,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Let the request through when the bucket cannot be read or updated.
+    #[default]
+    Allow,
+    /// Answer with the limited response instead.
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Second,
+    Minute,
+    Hour,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingKey {
+    /// The rule does not apply to a request lacking a header its key needs.
+    #[default]
+    Skip,
+    /// Such requests share one bucket of the rule.
+    SharedBucket,
+}
+
+/// The configuration as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default = "default_max_buckets")]
+    pub max_buckets: u32,
+    #[serde(default)]
+    pub limited_response: RawResponse,
+    #[serde(default)]
+    pub rate_limit_headers: RawHeaders,
+    pub rules: Vec<RawRule>,
+}
+
+fn default_max_buckets() -> u32 {
+    65_536
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResponse {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl Default for RawResponse {
+    fn default() -> Self {
+        Self {
+            status: 429,
+            body: "rate limited\n".into(),
+            content_type: "text/plain; charset=utf-8".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHeaders {
+    /// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft).
+    pub ietf_draft: bool,
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` (as Envoy's native filter).
+    pub x_ratelimit: bool,
+    /// Also on allowed responses (always on limited ones).
+    pub on_allowed: bool,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        Self {
+            ietf_draft: true,
+            x_ratelimit: false,
+            on_allowed: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: RawMatch,
+    pub key: Vec<RawKeyPart>,
+    pub requests_per_unit: Option<u64>,
+    pub unit: Option<Unit>,
+    pub tokens_per_fill: Option<u64>,
+    pub fill_interval_ms: Option<u64>,
+    pub burst: Option<u64>,
+    #[serde(default)]
+    pub missing_key: MissingKey,
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<RawHeaderMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: String,
+    /// Absent: the header must be present (any value).
+    pub equals: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum RawKeyPart {
+    ClientIp,
+    Header { name: String },
+    Path,
+    Method,
+    Constant { value: String },
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub failure_mode: FailureMode,
+    pub max_buckets: u32,
+    pub limited_status: u32,
+    pub limited_body: String,
+    pub limited_content_type: String,
+    pub ietf_draft: bool,
+    pub x_ratelimit: bool,
+    pub headers_on_allowed: bool,
+    pub rules: Vec<Rule>,
+    /// Whether any rule looks at the path, method or host (read once per request if so).
+    pub needs_path: bool,
+    pub needs_method: bool,
+    pub needs_host: bool,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    /// Seeds the bucket key hash: distinct per rule and per bucket parameters, so a changed
+    /// rule starts with fresh buckets.
+    pub seed: u64,
+    pub path: PathMatch,
+    pub methods: Vec<String>,
+    pub hosts: Vec<String>,
+    pub headers: Vec<(String, Option<String>)>,
+    pub key: Vec<KeyPart>,
+    pub bucket: Bucket,
+    pub missing_key: MissingKey,
+    pub continue_matching: bool,
+    /// `"<name>";q=<burst>;w=<seconds>` for `RateLimit-Policy`.
+    pub policy_header: String,
+}
+
+#[derive(Debug)]
+pub enum PathMatch {
+    Any,
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    ClientIp,
+    Header(String),
+    Path,
+    Method,
+    Constant(String),
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_config(bytes)?;
+        Self::validate(raw)
+    }
+
+    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        if raw.max_buckets < 16 || raw.max_buckets > 4_000_000 {
+            return Err(ConfigError::new(
+                "max_buckets",
+                format!("{} is out of range 16..=4000000", raw.max_buckets),
+            ));
+        }
+        let r = &raw.limited_response;
+        if !(200..=599).contains(&r.status) {
+            return Err(ConfigError::new(
+                "limited_response.status",
+                format!("{} is not an HTTP status code 200..=599", r.status),
+            ));
+        }
+        if !valid_header_value(&r.content_type) {
+            return Err(ConfigError::new(
+                "limited_response.content_type",
+                "must be a valid header value",
+            ));
+        }
+        if raw.rules.is_empty() {
+            return Err(ConfigError::new("rules", "at least one rule is required"));
+        }
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for (i, rr) in raw.rules.into_iter().enumerate() {
+            let rule = compile_rule(rr).map_err(|e| e.at(&format!("rules[{i}]")))?;
+            if rules.iter().any(|r: &Rule| r.name == rule.name) {
+                return Err(ConfigError::new(
+                    format!("rules[{i}].name"),
+                    format!("duplicate rule name `{}`", rule.name),
+                ));
+            }
+            rules.push(rule);
+        }
+        let needs = |f: &dyn Fn(&Rule) -> bool| rules.iter().any(f);
+        Ok(Config {
+            mode: raw.mode,
+            failure_mode: raw.failure_mode,
+            max_buckets: raw.max_buckets,
+            limited_status: u32::from(raw.limited_response.status),
+            limited_body: raw.limited_response.body,
+            limited_content_type: raw.limited_response.content_type,
+            ietf_draft: raw.rate_limit_headers.ietf_draft,
+            x_ratelimit: raw.rate_limit_headers.x_ratelimit,
+            headers_on_allowed: raw.rate_limit_headers.on_allowed,
+            needs_path: needs(&|r| {
+                !matches!(r.path, PathMatch::Any) || r.key.contains(&KeyPart::Path)
+            }),
+            needs_method: needs(&|r| !r.methods.is_empty() || r.key.contains(&KeyPart::Method)),
+            needs_host: needs(&|r| !r.hosts.is_empty()),
+            rules,
+        })
+    }
+}
+
+fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
+    if r.name.is_empty()
+        || r.name.len() > 64
+        || !r
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(
+            "name",
+            format!(
+                "`{}` must be 1 to 64 characters of A-Z a-z 0-9 _ - (it names metrics)",
+                r.name
+            ),
+        ));
+    }
+    let m = r.matcher;
+    let paths = [&m.path_prefix, &m.path_exact, &m.path_regex]
+        .iter()
+        .filter(|p| p.is_some())
+        .count();
+    if paths > 1 {
+        return Err(ConfigError::new(
+            "match",
+            "use at most one of path_prefix, path_exact, path_regex",
+        ));
+    }
+    let path = if let Some(p) = m.path_prefix {
+        check_path("match.path_prefix", &p)?;
+        PathMatch::Prefix(p)
+    } else if let Some(p) = m.path_exact {
+        check_path("match.path_exact", &p)?;
+        PathMatch::Exact(p)
+    } else if let Some(p) = m.path_regex {
+        // Anchored: the whole path must match, as in Envoy's route `safe_regex`.
+        let re = Regex::new(&format!("^(?:{p})$"))
+            .map_err(|e| ConfigError::new("match.path_regex", format!("invalid regex: {e}")))?;
+        PathMatch::Regex(re)
+    } else {
+        PathMatch::Any
+    };
+    let mut methods = Vec::with_capacity(m.methods.len());
+    for (i, meth) in m.methods.iter().enumerate() {
+        if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ConfigError::new(
+                format!("match.methods[{i}]"),
+                format!("`{meth}` is not an HTTP method"),
+            ));
+        }
+        methods.push(meth.to_ascii_uppercase());
+    }
+    let mut hosts = Vec::with_capacity(m.hosts.len());
+    for (i, h) in m.hosts.iter().enumerate() {
+        if h.is_empty() || !valid_header_value(h) || h.contains(' ') {
+            return Err(ConfigError::new(
+                format!("match.hosts[{i}]"),
+                format!("`{h}` is not a host name"),
+            ));
+        }
+        hosts.push(h.to_ascii_lowercase());
+    }
+    let mut headers = Vec::with_capacity(m.headers.len());
+    for (i, h) in m.headers.into_iter().enumerate() {
+        headers.push((
+            header_name(&format!("match.headers[{i}].name"), &h.name)?,
+            h.equals,
+        ));
+    }
+    if r.key.is_empty() {
+        return Err(ConfigError::new(
+            "key",
+            "at least one key part is required (use {\"type\":\"constant\",\"value\":\"all\"} for one bucket for all)",
+        ));
+    }
+    let mut key = Vec::with_capacity(r.key.len());
+    for (i, part) in r.key.into_iter().enumerate() {
+        key.push(match part {
+            RawKeyPart::ClientIp => KeyPart::ClientIp,
+            RawKeyPart::Header { name } => {
+                KeyPart::Header(header_name(&format!("key[{i}].name"), &name)?)
+            }
+            RawKeyPart::Path => KeyPart::Path,
+            RawKeyPart::Method => KeyPart::Method,
+            RawKeyPart::Constant { value } => KeyPart::Constant(value),
+        });
+    }
+
+    let (tokens, per_ns, rate_field) = match (
+        r.requests_per_unit,
+        r.unit,
+        r.tokens_per_fill,
+        r.fill_interval_ms,
+    ) {
+        (Some(n), Some(unit), None, None) => {
+            let per = match unit {
+                Unit::Second => NS_PER_S,
+                Unit::Minute => 60 * NS_PER_S,
+                Unit::Hour => 3600 * NS_PER_S,
+            };
+            (n, per, "requests_per_unit")
+        }
+        (Some(_), None, None, None) => {
+            return Err(ConfigError::new(
+                "unit",
+                "required with requests_per_unit (second, minute or hour)",
+            ))
+        }
+        (None, None, Some(n), Some(ms)) => {
+            if ms == 0 || ms > 86_400_000 {
+                return Err(ConfigError::new(
+                    "fill_interval_ms",
+                    format!("{ms} is out of range 1..=86400000"),
+                ));
+            }
+            (n, ms * NS_PER_MS, "tokens_per_fill")
+        }
+        (None, None, Some(_), None) => {
+            return Err(ConfigError::new(
+                "fill_interval_ms",
+                "required with tokens_per_fill",
+            ))
+        }
+        (None, None, None, None) => return Err(ConfigError::new(
+            "requests_per_unit",
+            "a rate is required: requests_per_unit + unit, or tokens_per_fill + fill_interval_ms",
+        )),
+        _ => return Err(ConfigError::new(
+            "requests_per_unit",
+            "give either requests_per_unit + unit or tokens_per_fill + fill_interval_ms, not both",
+        )),
+    };
+    if tokens == 0 || tokens > 1_000_000_000 {
+        return Err(ConfigError::new(
+            rate_field,
+            format!("{tokens} is out of range 1..=1000000000"),
+        ));
+    }
+    let burst = r.burst.unwrap_or(tokens);
+    if burst == 0 || burst > 1_000_000_000 {
+        return Err(ConfigError::new(
+            "burst",
+            format!("{burst} is out of range 1..=1000000000"),
+        ));
+    }
+    let bucket = Bucket::new(tokens, per_ns, burst)
+        .ok_or_else(|| ConfigError::new("burst", "burst times the refill interval is too large"))?;
+    let seed = edge_common::hash::hash64(
+        0x5261_7465_4c69_6d69, // "RateLimi"
+        format!("{}|{}|{}", r.name, bucket.interval_ns, bucket.burst).as_bytes(),
+    );
+    let window_s = crate::bucket::ceil_secs(bucket.tolerance_ns).max(1);
+    Ok(Rule {
+        policy_header: format!("\"{}\";q={};w={}", r.name, burst, window_s),
+        name: r.name,
+        seed,
+        path,
+        methods,
+        hosts,
+        headers,
+        key,
+        bucket,
+        missing_key: r.missing_key,
+        continue_matching: r.continue_matching,
+    })
+}
+
+fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
+    if !p.starts_with('/') {
+        return Err(ConfigError::new(
+            field,
+            format!("`{p}` must start with `/`"),
+        ));
+    }
+    Ok(())
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b));
+    if !ok {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn err(json: &str) -> ConfigError {
+        Config::from_json(json.as_bytes()).unwrap_err()
+    }
+
+    const OK: &str = r#"{"rules":[{"name":"api","match":{"path_prefix":"/api","methods":["get"]},
+        "key":[{"type":"header","name":"X-Api-Key"},{"type":"client_ip"}],
+        "requests_per_unit":100,"unit":"second","burst":150}]}"#;
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn compiles_a_valid_config_with_defaults() {
+        let c = Config::from_json(OK.as_bytes()).unwrap();
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.failure_mode, FailureMode::Allow);
+        assert_eq!(c.max_buckets, 65_536);
+        assert_eq!(
+            (c.limited_status, c.limited_body.as_str()),
+            (429, "rate limited\n")
+        );
+        assert!(c.ietf_draft && !c.x_ratelimit && c.headers_on_allowed);
+        let r = &c.rules[0];
+        assert_eq!(r.methods, vec!["GET"]);
+        assert_eq!(
+            r.key,
+            vec![KeyPart::Header("x-api-key".into()), KeyPart::ClientIp]
+        );
+        assert_eq!((r.bucket.interval_ns, r.bucket.burst), (10_000_000, 150));
+        assert_eq!(r.policy_header, "\"api\";q=150;w=2");
+        assert!(c.needs_path && c.needs_method && !c.needs_host);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn burst_defaults_to_the_rate() {
+        let c = Config::from_json(
+            br#"{"rules":[{"name":"a","key":[{"type":"constant","value":"all"}],"tokens_per_fill":10,"fill_interval_ms":100}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.rules[0].bucket.burst, 10);
+        assert_eq!(c.rules[0].bucket.interval_ns, 10_000_000);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                r#"{"rules":[],"bogus":1}"#,
+                "bogus",
+                "unknown field `bogus`",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":-5,"unit":"second"}]}"#,
+                "rules[0].requests_per_unit",
+                "invalid value: integer `-5`",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":0,"unit":"second"}]}"#,
+                "rules[0].requests_per_unit",
+                "0 is out of range",
+            ),
+            (
+                r#"{"rules":[{"name":"a","match":{"path_regex":"(unclosed"},"key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].match.path_regex",
+                "invalid regex",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"fortnight"}]}"#,
+                "rules[0].unit",
+                "unknown variant `fortnight`",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1}]}"#,
+                "rules[0].unit",
+                "required with requests_per_unit",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second","tokens_per_fill":1}]}"#,
+                "rules[0].requests_per_unit",
+                "not both",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"cookie","name":"x"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].key[0].type",
+                "unknown variant `cookie`",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"header","name":"bad header"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].key[0].name",
+                "is not a header name",
+            ),
+            (
+                r#"{"rules":[{"name":"a b","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].name",
+                "must be 1 to 64 characters",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].key",
+                "at least one key part",
+            ),
+            (
+                r#"{"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"},{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[1].name",
+                "duplicate rule name",
+            ),
+            (
+                r#"{"rules":[{"name":"a","match":{"path_prefix":"api"},"key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].match.path_prefix",
+                "must start with `/`",
+            ),
+            (
+                r#"{"limited_response":{"status":99},"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "limited_response.status",
+                "not an HTTP status",
+            ),
+            (
+                r#"{"max_buckets":1,"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "max_buckets",
+                "out of range",
+            ),
+            (r#"{"rules":[]}"#, "rules", "at least one rule"),
+            (
+                r#"{"mode":"dry_run","rules":[]}"#,
+                "mode",
+                "unknown variant `dry_run`",
+            ),
+        ];
+        for (json, field, msg) in cases {
+            let e = err(json);
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.message.contains(msg), "{json}: {e}");
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The request-path decision: which rules apply, which bucket each uses, and the compare-and-swap
+//! update of that bucket in a shared, bounded table. Host access goes through two small traits so
+//! this runs against Envoy's shared data in the filter and against an in-memory store in tests.
+//!
+//! # Storage
+//! Buckets live in a fixed table of `max_buckets` slots (shared-data keys `<ns>:<index>`), each
+//! 16 bytes: a 64-bit fingerprint of (rule, key) and the bucket's TAT. A key may sit in one of two
+//! slots (2-way set associative, both chosen by hash). On a miss, the new bucket takes whichever
+//! candidate holds a *full* bucket (its TAT is in the past: forgetting it loses nothing), else the
+//! one that will be full soonest. So memory is fixed at start-up whatever the traffic, and limits
+//! are exact while fewer keys are *active* (not yet refilled) than slots; beyond that, the least
+//! constrained active buckets are forgotten first, which can only let a forgotten key through early.
+//!
+//! # Exactness
+//! Every slot exists from configure time on (the ABI's compare-and-swap does not cover creating a
+//! key), so every update is a CAS against the version read: concurrent workers never lose an
+//! update. A conflicting update is retried with fresh state, up to `MAX_ATTEMPTS` times; past that,
+//! or if the host refuses the call, the failure mode decides.
+
+use std::net::IpAddr;
+
+use edge_common::hash::{hash64, scale};
+
+use crate::bucket::{ceil_secs, Take};
+use crate::config::{Config, FailureMode, KeyPart, MissingKey, PathMatch, Rule};
+
+/// Attempts at a conflicting compare-and-swap before the failure mode applies.
+pub const MAX_ATTEMPTS: u32 = 32;
+
+/// What the limiter needs of a request. Pseudo-headers (`:path`, `:method`, `:authority`) are
+/// passed in [`RequestLine`]; other headers and the client address are read on demand.
+pub trait RequestView {
+    /// A request header (lowercase name), `None` if absent.
+    fn header(&self, name: &str) -> Option<String>;
+    /// The client address (`source.address`).
+    fn client_ip(&self) -> Option<IpAddr>;
+}
+
+/// The request line parts the rules need (empty when no rule needs them).
+#[derive(Debug, Default, Clone)]
+pub struct RequestLine {
+    /// `:path` without the query.
+    pub path: String,
+    pub method: String,
+    /// `:authority` lowercased, without port.
+    pub host: String,
+}
+
+impl RequestLine {
+    /// Builds it from raw pseudo-header values.
+    pub fn new(path: Option<&str>, method: Option<&str>, authority: Option<&str>) -> Self {
+        let path = path.map_or("", |p| edge_common::http::split_path(p).0);
+        let host = authority.map_or(String::new(), |a| {
+            let a = if a.starts_with('[') {
+                // [v6]:port
+                a.split_once(']')
+                    .map_or(a, |(h, _)| h)
+                    .trim_start_matches('[')
+            } else {
+                a.rsplit_once(':').map_or(a, |(h, _)| h)
+            };
+            a.to_ascii_lowercase()
+        });
+        Self {
+            path: path.to_string(),
+            method: method.unwrap_or("").to_string(),
+            host,
+        }
+    }
+}
+
+/// Envoy shared data as the limiter uses it.
+pub trait SharedStore {
+    /// The value and its version (`None` if absent).
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
+    /// Writes if the version still is `cas` (`None`: unconditionally).
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    CasMismatch,
+    Unavailable,
+}
+
+/// One rule's verdict for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleVerdict {
+    pub rule: usize,
+    pub outcome: Outcome,
+    /// Tokens left after this request.
+    pub remaining: u64,
+    /// Seconds until the bucket is full again.
+    pub reset_s: u64,
+    /// Seconds until a token is available (limited requests).
+    pub retry_after_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Limited,
+    /// The store failed or kept conflicting; `failure_mode` was applied.
+    Error {
+        denied: bool,
+    },
+}
+
+/// The decision for a request: each applied rule's verdict, in order. `limited` is set when a
+/// rule limited it (or denied it on failure). `report` is the verdict whose numbers go in the
+/// headers: the limiting one, else the one with the fewest tokens left.
+#[derive(Debug, Default, Clone)]
+pub struct Decision {
+    pub verdicts: Vec<RuleVerdict>,
+    pub limited: bool,
+    pub report: Option<RuleVerdict>,
+}
+
+/// Evaluates the rules for a request at `now_ns`.
+pub fn decide(
+    cfg: &Config,
+    ns: &str,
+    line: &RequestLine,
+    req: &dyn RequestView,
+    store: &dyn SharedStore,
+    now_ns: u64,
+) -> Decision {
+    let mut d = Decision::default();
+    for (i, rule) in cfg.rules.iter().enumerate() {
+        if !matches(rule, line, req) {
+            continue;
+        }
+        let Some(fp) = fingerprint(rule, line, req) else {
+            // Missing key part and `missing_key: skip`: the rule does not apply.
+            continue;
+        };
+        let v = take(cfg, ns, rule, i, fp, store, now_ns);
+        let limited = match v.outcome {
+            Outcome::Allowed => false,
+            Outcome::Limited => true,
+            Outcome::Error { denied } => denied,
+        };
+        let better_report = match d.report {
+            None => true,
+            Some(r) => !d.limited && (limited || v.remaining < r.remaining),
+        };
+        if better_report {
+            d.report = Some(v);
+        }
+        d.verdicts.push(v);
+        if limited {
+            d.limited = true;
+            break;
+        }
+        if !rule.continue_matching {
+            break;
+        }
+    }
+    d
+}
+
+fn matches(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> bool {
+    let path_ok = match &rule.path {
+        PathMatch::Any => true,
+        PathMatch::Prefix(p) => line.path.starts_with(p.as_str()),
+        PathMatch::Exact(p) => line.path == *p,
+        PathMatch::Regex(re) => re.is_match(&line.path),
+    };
+    path_ok
+        && (rule.methods.is_empty() || rule.methods.iter().any(|m| *m == line.method))
+        && (rule.hosts.is_empty() || rule.hosts.iter().any(|h| *h == line.host))
+        && rule
+            .headers
+            .iter()
+            .all(|(name, want)| match (req.header(name), want) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(v), Some(w)) => v == *w,
+            })
+}
+
+/// The 64-bit identity of (rule, key). `None` when a header or the client address is missing
+/// and the rule skips such requests. Parts are hashed one by one (no concatenation, no copy).
+pub fn fingerprint(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> Option<u64> {
+    let mut h = rule.seed;
+    for (i, part) in rule.key.iter().enumerate() {
+        // Chaining with the part index keeps ("ab","c") and ("a","bc") apart.
+        let seed = h ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h = match part {
+            KeyPart::Path => hash64(seed, line.path.as_bytes()),
+            KeyPart::Method => hash64(seed, line.method.as_bytes()),
+            KeyPart::Constant(c) => hash64(seed, c.as_bytes()),
+            KeyPart::Header(name) => match req.header(name) {
+                Some(v) => hash64(seed, v.as_bytes()),
+                None => missing(rule, seed)?,
+            },
+            KeyPart::ClientIp => match req.client_ip() {
+                Some(IpAddr::V4(a)) => hash64(seed, &a.octets()),
+                Some(IpAddr::V6(a)) => hash64(seed, &a.octets()),
+                None => missing(rule, seed)?,
+            },
+        };
+    }
+    Some(h)
+}
+
+fn missing(rule: &Rule, seed: u64) -> Option<u64> {
+    match rule.missing_key {
+        MissingKey::Skip => None,
+        // One shared bucket for all requests missing this part.
+        MissingKey::SharedBucket => Some(hash64(seed, b"\0missing\0")),
+    }
+}
+
+/// The two candidate slots of a fingerprint.
+pub fn slots(fp: u64, n: u32) -> (u32, u32) {
+    let a = scale(fp, n);
+    let mut b = scale(fp.rotate_left(29) ^ 0xA076_1D64_78BD_642F, n);
+    if b == a && n > 1 {
+        b = (a + 1) % n;
+    }
+    (a, b)
+}
+
+/// The shared-data key of slot `i` in namespace `ns`.
+pub fn slot_key(ns: &str, i: u32) -> String {
+    let mut k = String::with_capacity(ns.len() + 11);
+    k.push_str(ns);
+    k.push(':');
+    push_u32(&mut k, i);
+    k
+}
+
+fn push_u32(s: &mut String, mut v: u32) {
+    let mut buf = [0u8; 10];
+    let mut n = buf.len();
+    loop {
+        n -= 1;
+        buf[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[n..] {
+        s.push(b as char);
+    }
+}
+
+/// Slot contents: fingerprint and TAT, little-endian. Anything else reads as an empty slot.
+pub fn decode(v: Option<&[u8]>) -> (u64, u64) {
+    match v {
+        Some(b) if b.len() == 16 => {
+            let mut fp = [0u8; 8];
+            let mut tat = [0u8; 8];
+            fp.copy_from_slice(&b[..8]);
+            tat.copy_from_slice(&b[8..]);
+            (u64::from_le_bytes(fp), u64::from_le_bytes(tat))
+        }
+        _ => (0, 0),
+    }
+}
+
+pub fn encode(fp: u64, tat: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&fp.to_le_bytes());
+    out[8..].copy_from_slice(&tat.to_le_bytes());
+    out
+}
+
+fn take(
+    cfg: &Config,
+    ns: &str,
+    rule: &Rule,
+    idx: usize,
+    fp: u64,
+    store: &dyn SharedStore,
+    now: u64,
+) -> RuleVerdict {
+    let error = |denied| RuleVerdict {
+        rule: idx,
+        outcome: Outcome::Error { denied },
+        remaining: 0,
+        reset_s: 0,
+        retry_after_s: 1,
+    };
+    let denied = cfg.failure_mode == FailureMode::Deny;
+    let (sa, sb) = slots(fp, cfg.max_buckets);
+    let (ka, kb) = (slot_key(ns, sa), slot_key(ns, sb));
+    for _ in 0..MAX_ATTEMPTS {
+        let Ok((va, ca)) = store.get(&ka) else {
+            return error(denied);
+        };
+        let (fpa, tata) = decode(va.as_deref());
+        // The common case: our bucket is in the first slot, one read.
+        let (key, tat, cas) = if fpa == fp {
+            (&ka, tata, ca)
+        } else {
+            let Ok((vb, cb)) = store.get(&kb) else {
+                return error(denied);
+            };
+            let (fpb, tatb) = decode(vb.as_deref());
+            if fpb == fp {
+                (&kb, tatb, cb)
+            } else if tata <= tatb {
+                // Evict the bucket that is full (or will be full) first.
+                (&ka, 0, ca)
+            } else {
+                (&kb, 0, cb)
+            }
+        };
+        match rule.bucket.take(tat, now) {
+            Take::Limited {
+                retry_in_ns,
+                full_in_ns,
+            } => {
+                return RuleVerdict {
+                    rule: idx,
+                    outcome: Outcome::Limited,
+                    remaining: 0,
+                    reset_s: ceil_secs(full_in_ns),
+                    retry_after_s: ceil_secs(retry_in_ns).max(1),
+                }
+            }
+            Take::Allowed {
+                tat: new_tat,
+                remaining,
+                full_in_ns,
+            } => match store.set(key, &encode(fp, new_tat), cas) {
+                Ok(()) => {
+                    return RuleVerdict {
+                        rule: idx,
+                        outcome: Outcome::Allowed,
+                        remaining,
+                        reset_s: ceil_secs(full_in_ns),
+                        retry_after_s: 0,
+                    }
+                }
+                Err(StoreError::CasMismatch) => continue,
+                Err(StoreError::Unavailable) => return error(denied),
+            },
+        }
+    }
+    error(denied)
+}
+
+/// Creates every slot that does not exist yet (empty), so all later updates are CAS-checked.
+/// Existing slots (another worker's, or a previous configuration's) are left as they are.
+pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedStore) -> Result<(), StoreError> {
+    let empty = encode(0, 0);
+    for i in 0..n {
+        let k = slot_key(ns, i);
+        if let (None, None) = store.get(&k)? {
+            match store.set(&k, &empty, None) {
+                Ok(()) | Err(StoreError::CasMismatch) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! An in-memory shared store with Envoy's CAS semantics.
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct MemStore {
+        pub map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        next_cas: Cell<u32>,
+        /// Number of upcoming `set` calls to fail with a CAS mismatch (a busy neighbour).
+        pub conflicts: Cell<u32>,
+        pub unavailable: Cell<bool>,
+    }
+
+    impl SharedStore for MemStore {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+            if self.unavailable.get() {
+                return Err(StoreError::Unavailable);
+            }
+            Ok(match self.map.borrow().get(key) {
+                Some((v, c)) => (Some(v.clone()), Some(*c)),
+                None => (None, None),
+            })
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            if self.unavailable.get() {
+                return Err(StoreError::Unavailable);
+            }
+            if self.conflicts.get() > 0 {
+                self.conflicts.set(self.conflicts.get() - 1);
+                return Err(StoreError::CasMismatch);
+            }
+            let mut m = self.map.borrow_mut();
+            if let (Some(c), Some((_, cur))) = (cas, m.get(key)) {
+                if c != *cur {
+                    return Err(StoreError::CasMismatch);
+                }
+            }
+            let n = self.next_cas.get() + 1;
+            self.next_cas.set(n);
+            m.insert(key.to_string(), (value.to_vec(), n));
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Req {
+        pub headers: Vec<(&'static str, String)>,
+        pub ip: Option<IpAddr>,
+    }
+
+    impl RequestView for Req {
+        fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        }
+        fn client_ip(&self) -> Option<IpAddr> {
+            self.ip
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const S: u64 = 1_000_000_000;
+
+    fn cfg(json: &str) -> Config {
+        Config::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn keyed(key: &str) -> Req {
+        Req {
+            headers: vec![("x-key", key.to_string())],
+            ip: "192.0.2.1".parse().ok(),
+        }
+    }
+
+    const BY_HEADER: &str = r#"{"max_buckets":1024,"rules":[{"name":"k","key":[{"type":"header","name":"x-key"}],
+        "requests_per_unit":10,"unit":"second","burst":10}]}"#;
+
+    fn setup(json: &str) -> (Config, MemStore) {
+        let c = cfg(json);
+        let s = MemStore::default();
+        ensure_slots("rl", c.max_buckets, &s).unwrap();
+        (c, s)
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn limits_per_key_and_reports_numbers() {
+        let (c, s) = setup(BY_HEADER);
+        let line = RequestLine::new(Some("/x?y=1"), Some("GET"), Some("Example.com:8080"));
+        assert_eq!(
+            (line.path.as_str(), line.host.as_str()),
+            ("/x", "example.com")
+        );
+        let now = 100 * S;
+        for i in 0..10 {
+            let d = decide(&c, "rl", &line, &keyed("a"), &s, now);
+            assert!(!d.limited, "request {i}");
+            assert_eq!(d.report.unwrap().remaining, 9 - i);
+        }
+        let d = decide(&c, "rl", &line, &keyed("a"), &s, now);
+        assert!(d.limited);
+        let r = d.report.unwrap();
+        assert_eq!(
+            (r.outcome, r.retry_after_s, r.reset_s),
+            (Outcome::Limited, 1, 1)
+        );
+        // Another key has its own full allowance.
+        let d = decide(&c, "rl", &line, &keyed("b"), &s, now);
+        assert_eq!(d.report.unwrap().remaining, 9);
+        // Missing key part: skipped by default.
+        let d = decide(&c, "rl", &line, &Req::default(), &s, now);
+        assert!(d.verdicts.is_empty() && !d.limited);
+        // 100 ms later, one token for `a`.
+        assert!(!decide(&c, "rl", &line, &keyed("a"), &s, now + S / 10).limited);
+        assert!(decide(&c, "rl", &line, &keyed("a"), &s, now + S / 10).limited);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn shared_missing_bucket() {
+        let (c, s) = setup(
+            r#"{"max_buckets":64,"rules":[{"name":"k","key":[{"type":"header","name":"x-key"}],"missing_key":"shared_bucket",
+            "requests_per_unit":2,"unit":"minute"}]}"#,
+        );
+        let line = RequestLine::default();
+        assert!(!decide(&c, "rl", &line, &Req::default(), &s, S).limited);
+        assert!(!decide(&c, "rl", &line, &Req::default(), &s, S).limited);
+        let d = decide(&c, "rl", &line, &Req::default(), &s, S);
+        assert!(d.limited);
+        assert_eq!(d.report.unwrap().retry_after_s, 30);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn matching_order_and_continue() {
+        let (c, s) = setup(
+            r#"{"max_buckets":64,"rules":[
+            {"name":"login","match":{"path_exact":"/login","methods":["POST"]},"key":[{"type":"client_ip"}],"requests_per_unit":1,"unit":"minute","continue":true},
+            {"name":"api","match":{"path_regex":"/api/v[0-9]+/.*","headers":[{"name":"x-tenant"}]},"key":[{"type":"header","name":"x-tenant"}],"requests_per_unit":5,"unit":"second"},
+            {"name":"global","match":{"hosts":["example.com"]},"key":[{"type":"constant","value":"all"}],"requests_per_unit":3,"unit":"second"}]}"#,
+        );
+        let req = Req {
+            headers: vec![("x-tenant", "t1".into())],
+            ip: "2001:db8::1".parse().ok(),
+        };
+        // POST /login: `login` applies and continues to `global` (host matches).
+        let login = RequestLine::new(Some("/login"), Some("POST"), Some("example.com"));
+        let d = decide(&c, "rl", &login, &req, &s, S);
+        assert_eq!(
+            d.verdicts.iter().map(|v| v.rule).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        // The report is the tighter bucket: login has 0 left.
+        assert_eq!(d.report.unwrap().rule, 0);
+        let d = decide(&c, "rl", &login, &req, &s, S);
+        assert!(
+            d.limited && d.verdicts.len() == 1,
+            "limited by login, stops there"
+        );
+        // GET /login does not match `login` (method) nor `api` (path): `global`.
+        let get = RequestLine::new(Some("/login"), Some("GET"), Some("EXAMPLE.com"));
+        assert_eq!(decide(&c, "rl", &get, &req, &s, S).verdicts[0].rule, 2);
+        // /api/v2/x with the tenant header: `api`, first match stops.
+        let api = RequestLine::new(Some("/api/v2/x"), Some("GET"), Some("example.com"));
+        let d = decide(&c, "rl", &api, &req, &s, S);
+        assert_eq!(
+            d.verdicts.iter().map(|v| v.rule).collect::<Vec<_>>(),
+            vec![1]
+        );
+        // Regex is anchored: /x/api/v2/ does not match.
+        let other = RequestLine::new(Some("/x/api/v2/"), Some("GET"), Some("other.org"));
+        assert!(decide(&c, "rl", &other, &req, &s, S).verdicts.is_empty());
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn conflicts_are_retried_then_failure_mode_applies() {
+        let (c, s) = setup(BY_HEADER);
+        let line = RequestLine::default();
+        s.conflicts.set(MAX_ATTEMPTS - 1);
+        let d = decide(&c, "rl", &line, &keyed("a"), &s, S);
+        assert_eq!(d.report.unwrap().outcome, Outcome::Allowed);
+        assert_eq!(d.report.unwrap().remaining, 9, "exactly one token taken");
+        s.conflicts.set(MAX_ATTEMPTS);
+        let d = decide(&c, "rl", &line, &keyed("a"), &s, S);
+        assert_eq!(d.report.unwrap().outcome, Outcome::Error { denied: false });
+        assert!(!d.limited);
+        let deny = cfg(&BY_HEADER.replace(
+            "{\"max_buckets\"",
+            "{\"failure_mode\":\"deny\",\"max_buckets\"",
+        ));
+        s.unavailable.set(true);
+        let d = decide(&deny, "rl", &line, &keyed("a"), &s, S);
+        assert!(d.limited);
+        assert_eq!(d.report.unwrap().outcome, Outcome::Error { denied: true });
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn storage_is_bounded_and_hot_keys_survive_a_flood() {
+        let (c, s) = setup(BY_HEADER);
+        let line = RequestLine::default();
+        // A hot key drains its bucket.
+        for _ in 0..10 {
+            decide(&c, "rl", &line, &keyed("hot"), &s, 10 * S);
+        }
+        assert!(decide(&c, "rl", &line, &keyed("hot"), &s, 10 * S).limited);
+        // 20,000 distinct keys, one request each, 1 ms later: their buckets are not full, so
+        // they compete for slots; the table never grows.
+        for i in 0..20_000 {
+            decide(
+                &c,
+                "rl",
+                &line,
+                &keyed(&format!("k{i}")),
+                &s,
+                10 * S + 1_000_000,
+            );
+        }
+        assert_eq!(s.map.borrow().len(), 1024, "no slot beyond max_buckets");
+        // The hot key's bucket is the most constrained one in its slots (TAT furthest ahead),
+        // so it was never evicted: still limited.
+        assert!(decide(&c, "rl", &line, &keyed("hot"), &s, 10 * S + 2_000_000).limited);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn slots_and_keys() {
+        for fp in [0u64, 1, u64::MAX, 0xdead_beef] {
+            let (a, b) = slots(fp, 1000);
+            assert!(a < 1000 && b < 1000 && a != b);
+        }
+        assert_eq!(slot_key("rl", 0), "rl:0");
+        assert_eq!(slot_key("ns", 4_000_000), "ns:4000000");
+        assert_eq!(decode(Some(&encode(7, 9))), (7, 9));
+        assert_eq!(decode(Some(b"short")), (0, 0));
+        assert_eq!(decode(None), (0, 0));
+    }
+}

@@ -1,0 +1,91 @@
+//! Response headers for a decision.
+//!
+//! - IETF httpapi draft (draft-ietf-httpapi-ratelimit-headers-08 and later):
+//!   `RateLimit-Policy: "<rule>";q=<burst>;w=<seconds to refill the burst>` and
+//!   `RateLimit: "<rule>";r=<tokens remaining>;t=<seconds until full>`.
+//! - Envoy native style: `X-RateLimit-Limit: <burst>`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`
+//!   (seconds until the bucket is full again).
+//! - Limited responses always carry `Retry-After: <seconds until one token>` (at least 1).
+
+use crate::config::Config;
+use crate::limiter::{Outcome, RuleVerdict};
+
+/// Headers for `v` (the decision's report), limited or allowed.
+pub fn headers(cfg: &Config, v: &RuleVerdict, limited: bool) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(6);
+    if limited {
+        out.push(("retry-after", v.retry_after_s.max(1).to_string()));
+    }
+    // On a store failure the numbers are unknown: say nothing rather than something wrong.
+    if matches!(v.outcome, Outcome::Error { .. }) {
+        return out;
+    }
+    let Some(rule) = cfg.rules.get(v.rule) else {
+        return out;
+    };
+    if cfg.ietf_draft {
+        out.push(("ratelimit-policy", rule.policy_header.clone()));
+        out.push((
+            "ratelimit",
+            format!("\"{}\";r={};t={}", rule.name, v.remaining, v.reset_s),
+        ));
+    }
+    if cfg.x_ratelimit {
+        out.push(("x-ratelimit-limit", rule.bucket.burst.to_string()));
+        out.push(("x-ratelimit-remaining", v.remaining.to_string()));
+        out.push(("x-ratelimit-reset", v.reset_s.to_string()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn formats_both_header_families() {
+        let cfg = Config::from_json(
+            br#"{"rate_limit_headers":{"ietf_draft":true,"x_ratelimit":true},"rules":[{"name":"api","key":[{"type":"path"}],"requests_per_unit":100,"unit":"second","burst":100}]}"#,
+        )
+        .unwrap();
+        let v = RuleVerdict {
+            rule: 0,
+            outcome: Outcome::Limited,
+            remaining: 0,
+            reset_s: 1,
+            retry_after_s: 1,
+        };
+        assert_eq!(
+            headers(&cfg, &v, true),
+            vec![
+                ("retry-after", "1".to_string()),
+                ("ratelimit-policy", "\"api\";q=100;w=1".to_string()),
+                ("ratelimit", "\"api\";r=0;t=1".to_string()),
+                ("x-ratelimit-limit", "100".to_string()),
+                ("x-ratelimit-remaining", "0".to_string()),
+                ("x-ratelimit-reset", "1".to_string()),
+            ]
+        );
+        let ok = RuleVerdict {
+            outcome: Outcome::Allowed,
+            remaining: 42,
+            retry_after_s: 0,
+            ..v
+        };
+        assert_eq!(
+            headers(&cfg, &ok, false)[1],
+            ("ratelimit", "\"api\";r=42;t=1".to_string())
+        );
+        let err = RuleVerdict {
+            outcome: Outcome::Error { denied: true },
+            ..v
+        };
+        assert_eq!(
+            headers(&cfg, &err, true),
+            vec![("retry-after", "1".to_string())]
+        );
+    }
+}
