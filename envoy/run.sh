@@ -43,6 +43,9 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstream 'prod' (admin http://
   curl -s 127.0.0.1:8080/anything
   curl -s '127.0.0.1:8080/some/path?q=1' -H 'x-user-id: 42'
   curl -s 127.0.0.1:8080/status/418 -o /dev/null -w '%{http_code}\n'
+  for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/api/x; done; echo   # rate limit: 10 burst, 5/s
+  curl -si 127.0.0.1:8080/api/x | grep -i ratelimit
+  curl -s 127.0.0.1:9901/stats/prometheus | grep '^rate_limit_'
   curl -s 127.0.0.1:9901/stats/prometheus | grep -E '^envoy_http_downstream_rq_xx'
 Ctrl-C stops Envoy and the echo upstream.
 MSG

@@ -9,7 +9,8 @@
 //! per request; it is computed within each round and the median over rounds is reported.
 //!
 //! Environment: `BENCH_ROUNDS` (5), `BENCH_DURATION` seconds per measurement (4),
-//! `BENCH_CONNECTIONS` (32), `BENCH_WARMUP` seconds (2), `BENCH_OUT` (bench/results).
+//! `BENCH_CONNECTIONS` (32), `BENCH_WARMUP` seconds (2), `BENCH_OUT` (bench/results),
+//! `BENCH_ROWS` (comma-separated name fragments: only those rows, plus the two reference rows).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -69,7 +70,61 @@ fn rows() -> Vec<Row> {
             path: "/",
             headers: vec![],
         },
+        Row {
+            name: "rate_limit.wasm allow path (header key)",
+            gateway: base().wasm(WasmFilter::new(
+                "rate_limit",
+                wasm("rate_limit"),
+                rate_limit_allow_path("header", true),
+            )),
+            path: "/api/items",
+            headers: vec![("x-api-key", "bench-client-1")],
+        },
+        Row {
+            name: "rate_limit.wasm allow path (header key, no RateLimit headers)",
+            gateway: base().wasm(WasmFilter::new(
+                "rate_limit",
+                wasm("rate_limit"),
+                rate_limit_allow_path("header", false),
+            )),
+            path: "/api/items",
+            headers: vec![("x-api-key", "bench-client-1")],
+        },
+        Row {
+            name: "rate_limit.wasm, no rule applies (reads :path only)",
+            gateway: base().wasm(WasmFilter::new(
+                "rate_limit",
+                wasm("rate_limit"),
+                rate_limit_allow_path("header", true),
+            )),
+            path: "/static/app.js",
+            headers: vec![],
+        },
+        Row {
+            name: "rate_limit.wasm allow path (client IP key)",
+            gateway: base().wasm(WasmFilter::new(
+                "rate_limit",
+                wasm("rate_limit"),
+                rate_limit_allow_path("client_ip", true),
+            )),
+            path: "/api/items",
+            headers: vec![],
+        },
     ]
+}
+
+/// A rule every request matches and none exceeds: the cost of the common, allowed path (bucket
+/// in shared data, leased per worker at this rate; `RateLimit` headers on the response).
+fn rate_limit_allow_path(key: &str, headers: bool) -> serde_json::Value {
+    let key = match key {
+        "header" => json!({"type": "header", "name": "x-api-key"}),
+        _ => json!({"type": "client_ip"}),
+    };
+    json!({
+        "rate_limit_headers": {"ietf_draft": headers, "on_allowed": headers},
+        "rules": [{"name": "api", "match": {"path_prefix": "/api/"}, "key": [key],
+                   "requests_per_unit": 1_000_000_000u64, "unit": "second"}]
+    })
 }
 
 struct Settings {
@@ -111,7 +166,17 @@ async fn main() -> Result<()> {
     };
     which("wrk")?;
     which("taskset")?;
-    let rows = rows();
+    // BENCH_ROWS=a,b keeps the reference rows and those whose name contains a or b.
+    let only = std::env::var("BENCH_ROWS").unwrap_or_default();
+    let rows: Vec<Row> = rows()
+        .into_iter()
+        .filter(|r| {
+            only.is_empty()
+                || r.name == FLOOR
+                || r.name == WASM_FLOOR
+                || only.split(',').any(|w| !w.is_empty() && r.name.contains(w))
+        })
+        .collect();
     eprintln!(
         "bench: {} configurations x {} rounds x {} s, wrk -c{} pinned to CPU 1, Envoy --concurrency 1 pinned to CPU 0",
         rows.len(),

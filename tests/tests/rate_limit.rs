@@ -36,7 +36,9 @@ async fn gateway(config: Value) -> RunningGateway {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A counter of the filter. Workers add their counts to Envoy's every 100 ms: wait for that.
 async fn counter(gw: &RunningGateway, rule: &str, what: &str) -> u64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
     gw.stat(&format!("wasmcustom.rate_limit.{rule}.{what}"))
         .await
         .unwrap()

@@ -1,21 +1,24 @@
 //! The Proxy-Wasm adapter: configuration and metrics in the root context, the decision per
 //! request in the HTTP context. Everything it does goes through `limiter`/`response`.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
 use crate::config::{Config, Mode};
-use crate::limiter::{self, Outcome, RequestLine, RequestView, SharedStore, StoreError};
+use crate::limiter::{
+    self, Leases, Outcome, RequestLine, RequestView, RuleVerdict, SharedStore, StoreError,
+};
 use crate::response;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { state: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { state: None, leases: Rc::default(), pending: Rc::default() }) });
 }}
 
 /// Per-rule counters: allowed, limited, shadow_limited, errors.
@@ -35,7 +38,38 @@ struct State {
 
 struct Root {
     state: Option<Rc<State>>,
+    /// This worker's leased tokens (high-rate rules), shared by its requests.
+    leases: Rc<RefCell<Leases>>,
+    /// Counts not yet added to Envoy's counters, indexed by metric id order (see `Pending`).
+    pending: Rc<RefCell<Pending>>,
 }
+
+/// Metric increments batched per worker and flushed on the tick (every `FLUSH_PERIOD`): one
+/// host call per counter per period instead of one per request.
+#[derive(Default)]
+struct Pending {
+    counts: Vec<(u32, u64)>,
+}
+
+impl Pending {
+    fn add(&mut self, id: u32) {
+        match self.counts.iter_mut().find(|(m, _)| *m == id) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((id, 1)),
+        }
+    }
+
+    fn flush(&mut self) {
+        for (id, n) in &mut self.counts {
+            if *n > 0 {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(*n).unwrap_or(i64::MAX));
+                *n = 0;
+            }
+        }
+    }
+}
+
+const FLUSH_PERIOD: Duration = Duration::from_millis(100);
 
 impl Context for Root {}
 
@@ -109,7 +143,19 @@ impl RootContext for Root {
             cfg.mode
         ));
         self.state = Some(Rc::new(State { cfg, ns, metrics }));
+        // Leases of the previous configuration's rules must not carry over.
+        self.leases = Rc::default();
+        if let Ok(mut p) = self.pending.try_borrow_mut() {
+            p.flush();
+        }
+        self.set_tick_period(FLUSH_PERIOD);
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Ok(mut p) = self.pending.try_borrow_mut() {
+            p.flush();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -119,15 +165,19 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
             state: self.state.clone(),
-            response_headers: Vec::new(),
+            leases: self.leases.clone(),
+            pending: self.pending.clone(),
+            report: None,
         }))
     }
 }
 
 struct Filter {
     state: Option<Rc<State>>,
-    /// Headers to add to the upstream's response (allowed requests, enforce mode).
-    response_headers: Vec<(&'static str, String)>,
+    leases: Rc<RefCell<Leases>>,
+    pending: Rc<RefCell<Pending>>,
+    /// The verdict whose headers go on the upstream's response (allowed, enforce mode).
+    report: Option<RuleVerdict>,
 }
 
 impl Context for Filter {}
@@ -164,15 +214,18 @@ impl HttpContext for Filter {
             get(cfg.needs_method, ":method").as_deref(),
             get(cfg.needs_host, ":authority").as_deref(),
         );
-        let now = self
-            .get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let d = limiter::decide(cfg, &state.ns, &line, &Req(self), &HostStore, now);
+        let clock = || {
+            self.get_current_time()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        };
         let shadow = cfg.mode == Mode::Shadow;
-        for v in &d.verdicts {
+        let Ok(mut pending) = self.pending.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let mut count = |v: &RuleVerdict| {
             let Some(m) = state.metrics.get(v.rule) else {
-                continue;
+                return;
             };
             let id = match v.outcome {
                 Outcome::Allowed => m.allowed,
@@ -180,11 +233,27 @@ impl HttpContext for Filter {
                 Outcome::Limited => m.limited,
                 Outcome::Error { .. } => m.errors,
             };
-            let _ = hostcalls::increment_metric(id, 1);
+            pending.add(id);
             if let (Outcome::Error { denied: true }, false) = (v.outcome, shadow) {
-                let _ = hostcalls::increment_metric(m.limited, 1);
+                pending.add(m.limited);
             }
-        }
+        };
+        let d = {
+            let Ok(mut leases) = self.leases.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            limiter::decide(
+                cfg,
+                &state.ns,
+                &line,
+                &Req(self),
+                &HostStore,
+                &mut leases,
+                &clock,
+                &mut count,
+            )
+        };
+        drop(pending);
         if shadow {
             return Action::Continue;
         }
@@ -198,15 +267,17 @@ impl HttpContext for Filter {
             self.send_http_response(cfg.limited_status, hs, Some(cfg.limited_body.as_bytes()));
             return Action::Pause;
         }
-        if cfg.headers_on_allowed {
-            self.response_headers = response::headers(cfg, &report, false);
+        if cfg.headers_on_allowed && (cfg.ietf_draft || cfg.x_ratelimit) {
+            self.report = Some(report);
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        for (k, v) in std::mem::take(&mut self.response_headers) {
-            self.set_http_response_header(k, Some(&v));
+        if let (Some(report), Some(state)) = (self.report.take(), &self.state) {
+            response::each_header(&state.cfg, &report, false, &mut |k, v| {
+                self.set_http_response_header(k, Some(v));
+            });
         }
         Action::Continue
     }

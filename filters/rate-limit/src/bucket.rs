@@ -56,6 +56,30 @@ impl Bucket {
 
     /// Takes one token at `now` from a bucket whose stored TAT is `tat` (0 for a new bucket).
     pub fn take(&self, tat: u64, now: u64) -> Take {
+        match self.take_up_to(tat, now, 1) {
+            TakeN::Granted {
+                tat,
+                remaining,
+                full_in_ns,
+                ..
+            } => Take::Allowed {
+                tat,
+                remaining,
+                full_in_ns,
+            },
+            TakeN::Limited {
+                retry_in_ns,
+                full_in_ns,
+            } => Take::Limited {
+                retry_in_ns,
+                full_in_ns,
+            },
+        }
+    }
+
+    /// Takes between 1 and `n` tokens at `now`: as many as are available, up to `n`. Taking `k`
+    /// tokens at once is the same, for the bound, as `k` requests at `now`.
+    pub fn take_up_to(&self, tat: u64, now: u64, n: u64) -> TakeN {
         // A TAT further ahead than the tolerance comes from another worker whose clock read was a
         // little later (normal: treat as empty), or from the wall clock stepping back (Envoy's
         // Wasm clock is wall time). Past CLOCK_STEP_NS of slack it is the latter: start the bucket
@@ -70,19 +94,22 @@ impl Bucket {
             tat
         };
         let base = tat.max(now);
-        let new_tat = base.saturating_add(self.interval_ns);
-        let ahead = new_tat - now;
-        if ahead <= self.tolerance_ns {
-            Take::Allowed {
-                tat: new_tat,
-                remaining: (self.tolerance_ns - ahead) / self.interval_ns,
-                full_in_ns: ahead,
-            }
-        } else {
-            Take::Limited {
-                retry_in_ns: ahead - self.tolerance_ns,
-                full_in_ns: tat.saturating_sub(now),
-            }
+        let used = base - now; // <= tolerance + CLOCK_STEP_NS
+        let available = self.tolerance_ns.saturating_sub(used) / self.interval_ns;
+        if available == 0 {
+            let next = base.saturating_add(self.interval_ns) - now;
+            return TakeN::Limited {
+                retry_in_ns: next.saturating_sub(self.tolerance_ns).max(1),
+                full_in_ns: used,
+            };
+        }
+        let granted = available.min(n.max(1));
+        let new_tat = base.saturating_add(granted.saturating_mul(self.interval_ns));
+        TakeN::Granted {
+            tat: new_tat,
+            granted,
+            remaining: available - granted,
+            full_in_ns: new_tat - now,
         }
     }
 
@@ -91,6 +118,22 @@ impl Bucket {
         let ahead = tat.saturating_sub(now).min(self.tolerance_ns);
         (self.tolerance_ns - ahead) / self.interval_ns
     }
+}
+
+/// What `take_up_to` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeN {
+    /// `granted` tokens (1..=n) taken; store `tat`.
+    Granted {
+        tat: u64,
+        granted: u64,
+        remaining: u64,
+        full_in_ns: u64,
+    },
+    Limited {
+        retry_in_ns: u64,
+        full_in_ns: u64,
+    },
 }
 
 /// Whole seconds, rounded up (headers never promise a token earlier than true).
@@ -232,6 +275,41 @@ mod tests {
                         let n = (j - i + 1) as f64;
                         let bound = burst as f64 + rate_per_ns * (allowed_at[j] - allowed_at[i]) as f64;
                         prop_assert!(n <= bound + 1e-9, "{n} allowed in {} ns, bound {bound}", allowed_at[j] - allowed_at[i]);
+                    }
+                }
+            }
+
+            /// Taking tokens in leases of up to `n` keeps the same bound, counting each granted
+            /// token at the time it was taken.
+            #[test]
+            fn leases_keep_the_bound(
+                tokens in 1u64..1_000,
+                per_ms in 1u64..2_000,
+                burst in 1u64..200,
+                n in 1u64..64,
+                gaps in proptest::collection::vec(0u64..20_000_000, 1..300),
+            ) {
+                let per_ns = per_ms * 1_000_000;
+                let b = Bucket::new(tokens, per_ns, burst).unwrap();
+                let mut tat = 0;
+                let mut now = 1_000_000_000_000u64;
+                let mut taken: Vec<(u64, u64)> = Vec::new();
+                for g in gaps {
+                    now += g;
+                    if let TakeN::Granted { tat: t, granted, remaining, .. } = b.take_up_to(tat, now, n) {
+                        prop_assert!(granted >= 1 && granted <= n);
+                        prop_assert_eq!(b.available(t, now), remaining);
+                        tat = t;
+                        taken.push((now, granted));
+                    }
+                }
+                let rate_per_ns = tokens as f64 / per_ns as f64;
+                for i in 0..taken.len() {
+                    let mut count = 0;
+                    for j in i..taken.len() {
+                        count += taken[j].1;
+                        let bound = burst as f64 + rate_per_ns * (taken[j].0 - taken[i].0) as f64;
+                        prop_assert!(count as f64 <= bound + 1e-9);
                     }
                 }
             }

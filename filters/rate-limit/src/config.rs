@@ -193,6 +193,10 @@ pub struct Rule {
     pub continue_matching: bool,
     /// `"<name>";q=<burst>;w=<seconds>` for `RateLimit-Policy`.
     pub policy_header: String,
+    /// Tokens a worker takes from the shared bucket at once (see `limiter`): one millisecond's
+    /// worth of the rate, at most 64 and at most an eighth of the burst; 1 (no lease) for rates
+    /// under 2,000 per second.
+    pub lease: u64,
 }
 
 #[derive(Debug)]
@@ -425,7 +429,10 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
         format!("{}|{}|{}", r.name, bucket.interval_ns, bucket.burst).as_bytes(),
     );
     let window_s = crate::bucket::ceil_secs(bucket.tolerance_ns).max(1);
+    let per_ms = NS_PER_MS / bucket.interval_ns;
+    let lease = per_ms.min(64).min(burst / 8).max(1);
     Ok(Rule {
+        lease,
         policy_header: format!("\"{}\";q={};w={}", r.name, burst, window_s),
         name: r.name,
         seed,
@@ -502,6 +509,7 @@ mod tests {
         );
         assert_eq!((r.bucket.interval_ns, r.bucket.burst), (10_000_000, 150));
         assert_eq!(r.policy_header, "\"api\";q=150;w=2");
+        assert_eq!(r.lease, 1, "100/s: no lease");
         assert!(c.needs_path && c.needs_method && !c.needs_host);
     }
 
@@ -514,6 +522,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.rules[0].bucket.burst, 10);
         assert_eq!(c.rules[0].bucket.interval_ns, 10_000_000);
+        // 1e9/s, burst 1e9: 64 tokens per lease; 1e6/s, burst 40: 5 (an eighth of the burst).
+        let lease = |rate: u64, burst: u64| {
+            Config::from_json(format!(r#"{{"rules":[{{"name":"a","key":[{{"type":"path"}}],"requests_per_unit":{rate},"unit":"second","burst":{burst}}}]}}"#).as_bytes())
+                .unwrap().rules[0].lease
+        };
+        assert_eq!(lease(1_000_000_000, 1_000_000_000), 64);
+        assert_eq!(lease(1_000_000, 40), 5);
+        assert_eq!(lease(1_999, 10_000), 1);
+        assert_eq!(lease(5_000, 10_000), 5);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

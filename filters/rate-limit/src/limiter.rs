@@ -16,12 +16,20 @@
 //! key), so every update is a CAS against the version read: concurrent workers never lose an
 //! update. A conflicting update is retried with fresh state, up to `MAX_ATTEMPTS` times; past that,
 //! or if the host refuses the call, the failure mode decides.
+//!
+//! # Leases (high rates)
+//! For rates of 2,000/s and more, a worker takes up to one millisecond's worth of tokens
+//! (`Rule::lease`, at most 64) from the shared bucket in one update and hands them out locally for
+//! at most `LEASE_TTL_NS`; tokens left when the lease expires are dropped. The shared bucket counts
+//! every token when it is taken, so admissions can run ahead of the bound by at most one lease
+//! lifetime of the rate (1 ms worth), and unused leases can only admit *fewer*. Below 2,000/s the
+//! lease is one token: every request updates the shared bucket, exactly as without leases.
 
 use std::net::IpAddr;
 
 use edge_common::hash::{hash64, scale};
 
-use crate::bucket::{ceil_secs, Take};
+use crate::bucket::{ceil_secs, TakeN};
 use crate::config::{Config, FailureMode, KeyPart, MissingKey, PathMatch, Rule};
 
 /// Attempts at a conflicting compare-and-swap before the failure mode applies.
@@ -106,26 +114,90 @@ pub enum Outcome {
     },
 }
 
-/// The decision for a request: each applied rule's verdict, in order. `limited` is set when a
-/// rule limited it (or denied it on failure). `report` is the verdict whose numbers go in the
-/// headers: the limiting one, else the one with the fewest tokens left.
-#[derive(Debug, Default, Clone)]
+/// The decision for a request. `limited` is set when a rule limited it (or denied it on
+/// failure). `report` is the verdict whose numbers go in the headers: the limiting one, else the
+/// one with the fewest tokens left. Each applied rule's verdict is passed to the caller's
+/// observer as it is made (for metrics), so no list is allocated per request.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Decision {
-    pub verdicts: Vec<RuleVerdict>,
     pub limited: bool,
     pub report: Option<RuleVerdict>,
 }
 
-/// Evaluates the rules for a request at `now_ns`.
+/// How long leased tokens may be handed out.
+pub const LEASE_TTL_NS: u64 = 1_000_000;
+const LEASE_SLOTS: usize = 256;
+
+/// A worker's leased tokens: a small direct-mapped table (a collision drops the older lease,
+/// which can only admit fewer requests).
+#[derive(Debug, Clone)]
+pub struct Leases {
+    slots: Vec<Lease>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Lease {
+    fp: u64,
+    left: u64,
+    expires_ns: u64,
+    /// Tokens left in the shared bucket when the lease was taken.
+    shared_remaining: u64,
+    /// When the shared bucket is full again.
+    full_at_ns: u64,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            slots: vec![Lease::default(); LEASE_SLOTS],
+        }
+    }
+}
+
+impl Leases {
+    fn slot(&mut self, fp: u64) -> Option<&mut Lease> {
+        self.slots.get_mut((fp as usize) % LEASE_SLOTS)
+    }
+
+    fn take(&mut self, fp: u64, now: u64) -> Option<(u64, u64)> {
+        let l = self.slot(fp)?;
+        if l.fp != fp || l.left == 0 || now >= l.expires_ns {
+            return None;
+        }
+        l.left -= 1;
+        Some((
+            l.shared_remaining + l.left,
+            l.full_at_ns.saturating_sub(now),
+        ))
+    }
+
+    fn put(&mut self, fp: u64, left: u64, now: u64, shared_remaining: u64, full_in_ns: u64) {
+        if let Some(l) = self.slot(fp) {
+            *l = Lease {
+                fp,
+                left,
+                expires_ns: now.saturating_add(LEASE_TTL_NS),
+                shared_remaining,
+                full_at_ns: now.saturating_add(full_in_ns),
+            };
+        }
+    }
+}
+
+/// Evaluates the rules for a request. The clock is read once, and only if a rule applies.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     cfg: &Config,
     ns: &str,
     line: &RequestLine,
     req: &dyn RequestView,
     store: &dyn SharedStore,
-    now_ns: u64,
+    leases: &mut Leases,
+    clock: &dyn Fn() -> u64,
+    observe: &mut dyn FnMut(&RuleVerdict),
 ) -> Decision {
     let mut d = Decision::default();
+    let mut now: Option<u64> = None;
     for (i, rule) in cfg.rules.iter().enumerate() {
         if !matches(rule, line, req) {
             continue;
@@ -134,7 +206,9 @@ pub fn decide(
             // Missing key part and `missing_key: skip`: the rule does not apply.
             continue;
         };
-        let v = take(cfg, ns, rule, i, fp, store, now_ns);
+        let now = *now.get_or_insert_with(clock);
+        let v = take(cfg, ns, rule, i, fp, store, leases, now);
+        observe(&v);
         let limited = match v.outcome {
             Outcome::Allowed => false,
             Outcome::Limited => true,
@@ -147,7 +221,6 @@ pub fn decide(
         if better_report {
             d.report = Some(v);
         }
-        d.verdicts.push(v);
         if limited {
             d.limited = true;
             break;
@@ -167,8 +240,8 @@ fn matches(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> bool {
         PathMatch::Regex(re) => re.is_match(&line.path),
     };
     path_ok
-        && (rule.methods.is_empty() || rule.methods.iter().any(|m| *m == line.method))
-        && (rule.hosts.is_empty() || rule.hosts.iter().any(|h| *h == line.host))
+        && (rule.methods.is_empty() || rule.methods.contains(&line.method))
+        && (rule.hosts.is_empty() || rule.hosts.contains(&line.host))
         && rule
             .headers
             .iter()
@@ -268,6 +341,7 @@ pub fn encode(fp: u64, tat: u64) -> [u8; 16] {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn take(
     cfg: &Config,
     ns: &str,
@@ -275,8 +349,20 @@ fn take(
     idx: usize,
     fp: u64,
     store: &dyn SharedStore,
+    leases: &mut Leases,
     now: u64,
 ) -> RuleVerdict {
+    if rule.lease > 1 {
+        if let Some((remaining, full_in_ns)) = leases.take(fp, now) {
+            return RuleVerdict {
+                rule: idx,
+                outcome: Outcome::Allowed,
+                remaining,
+                reset_s: ceil_secs(full_in_ns),
+                retry_after_s: 0,
+            };
+        }
+    }
     let error = |denied| RuleVerdict {
         rule: idx,
         outcome: Outcome::Error { denied },
@@ -286,7 +372,8 @@ fn take(
     };
     let denied = cfg.failure_mode == FailureMode::Deny;
     let (sa, sb) = slots(fp, cfg.max_buckets);
-    let (ka, kb) = (slot_key(ns, sa), slot_key(ns, sb));
+    let ka = slot_key(ns, sa);
+    let mut kb: Option<String> = None;
     for _ in 0..MAX_ATTEMPTS {
         let Ok((va, ca)) = store.get(&ka) else {
             return error(denied);
@@ -296,21 +383,22 @@ fn take(
         let (key, tat, cas) = if fpa == fp {
             (&ka, tata, ca)
         } else {
-            let Ok((vb, cb)) = store.get(&kb) else {
+            let kb = kb.get_or_insert_with(|| slot_key(ns, sb));
+            let Ok((vb, cb)) = store.get(kb) else {
                 return error(denied);
             };
             let (fpb, tatb) = decode(vb.as_deref());
             if fpb == fp {
-                (&kb, tatb, cb)
+                (&*kb, tatb, cb)
             } else if tata <= tatb {
                 // Evict the bucket that is full (or will be full) first.
                 (&ka, 0, ca)
             } else {
-                (&kb, 0, cb)
+                (&*kb, 0, cb)
             }
         };
-        match rule.bucket.take(tat, now) {
-            Take::Limited {
+        match rule.bucket.take_up_to(tat, now, rule.lease) {
+            TakeN::Limited {
                 retry_in_ns,
                 full_in_ns,
             } => {
@@ -322,19 +410,24 @@ fn take(
                     retry_after_s: ceil_secs(retry_in_ns).max(1),
                 }
             }
-            Take::Allowed {
+            TakeN::Granted {
                 tat: new_tat,
+                granted,
                 remaining,
                 full_in_ns,
             } => match store.set(key, &encode(fp, new_tat), cas) {
                 Ok(()) => {
+                    // This request uses one token; the rest are leased to this worker.
+                    if granted > 1 {
+                        leases.put(fp, granted - 1, now, remaining, full_in_ns);
+                    }
                     return RuleVerdict {
                         rule: idx,
                         outcome: Outcome::Allowed,
-                        remaining,
+                        remaining: remaining + (granted - 1),
                         reset_s: ceil_secs(full_in_ns),
                         retry_after_s: 0,
-                    }
+                    };
                 }
                 Err(StoreError::CasMismatch) => continue,
                 Err(StoreError::Unavailable) => return error(denied),
@@ -450,6 +543,31 @@ mod tests {
     const BY_HEADER: &str = r#"{"max_buckets":1024,"rules":[{"name":"k","key":[{"type":"header","name":"x-key"}],
         "requests_per_unit":10,"unit":"second","burst":10}]}"#;
 
+    /// `decide` at a fixed time, collecting the applied rules' verdicts.
+    fn run(
+        c: &Config,
+        line: &RequestLine,
+        req: &Req,
+        s: &MemStore,
+        now: u64,
+    ) -> (Decision, Vec<RuleVerdict>) {
+        thread_local!(static LEASES: std::cell::RefCell<Leases> = Default::default());
+        let mut seen = Vec::new();
+        let d = LEASES.with(|l| {
+            decide(
+                c,
+                "rl",
+                line,
+                req,
+                s,
+                &mut l.borrow_mut(),
+                &|| now,
+                &mut |v| seen.push(*v),
+            )
+        });
+        (d, seen)
+    }
+
     fn setup(json: &str) -> (Config, MemStore) {
         let c = cfg(json);
         let s = MemStore::default();
@@ -468,11 +586,11 @@ mod tests {
         );
         let now = 100 * S;
         for i in 0..10 {
-            let d = decide(&c, "rl", &line, &keyed("a"), &s, now);
+            let d = run(&c, &line, &keyed("a"), &s, now).0;
             assert!(!d.limited, "request {i}");
             assert_eq!(d.report.unwrap().remaining, 9 - i);
         }
-        let d = decide(&c, "rl", &line, &keyed("a"), &s, now);
+        let d = run(&c, &line, &keyed("a"), &s, now).0;
         assert!(d.limited);
         let r = d.report.unwrap();
         assert_eq!(
@@ -480,14 +598,14 @@ mod tests {
             (Outcome::Limited, 1, 1)
         );
         // Another key has its own full allowance.
-        let d = decide(&c, "rl", &line, &keyed("b"), &s, now);
+        let d = run(&c, &line, &keyed("b"), &s, now).0;
         assert_eq!(d.report.unwrap().remaining, 9);
         // Missing key part: skipped by default.
-        let d = decide(&c, "rl", &line, &Req::default(), &s, now);
-        assert!(d.verdicts.is_empty() && !d.limited);
+        let (d, applied) = run(&c, &line, &Req::default(), &s, now);
+        assert!(applied.is_empty() && !d.limited);
         // 100 ms later, one token for `a`.
-        assert!(!decide(&c, "rl", &line, &keyed("a"), &s, now + S / 10).limited);
-        assert!(decide(&c, "rl", &line, &keyed("a"), &s, now + S / 10).limited);
+        assert!(!run(&c, &line, &keyed("a"), &s, now + S / 10).0.limited);
+        assert!(run(&c, &line, &keyed("a"), &s, now + S / 10).0.limited);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -498,9 +616,9 @@ mod tests {
             "requests_per_unit":2,"unit":"minute"}]}"#,
         );
         let line = RequestLine::default();
-        assert!(!decide(&c, "rl", &line, &Req::default(), &s, S).limited);
-        assert!(!decide(&c, "rl", &line, &Req::default(), &s, S).limited);
-        let d = decide(&c, "rl", &line, &Req::default(), &s, S);
+        assert!(!run(&c, &line, &Req::default(), &s, S).0.limited);
+        assert!(!run(&c, &line, &Req::default(), &s, S).0.limited);
+        let d = run(&c, &line, &Req::default(), &s, S).0;
         assert!(d.limited);
         assert_eq!(d.report.unwrap().retry_after_s, 30);
     }
@@ -520,31 +638,25 @@ mod tests {
         };
         // POST /login: `login` applies and continues to `global` (host matches).
         let login = RequestLine::new(Some("/login"), Some("POST"), Some("example.com"));
-        let d = decide(&c, "rl", &login, &req, &s, S);
-        assert_eq!(
-            d.verdicts.iter().map(|v| v.rule).collect::<Vec<_>>(),
-            vec![0, 2]
-        );
+        let rules = |v: Vec<RuleVerdict>| v.iter().map(|v| v.rule).collect::<Vec<_>>();
+        let (d, applied) = run(&c, &login, &req, &s, S);
+        assert_eq!(rules(applied), vec![0, 2]);
         // The report is the tighter bucket: login has 0 left.
         assert_eq!(d.report.unwrap().rule, 0);
-        let d = decide(&c, "rl", &login, &req, &s, S);
+        let (d, applied) = run(&c, &login, &req, &s, S);
         assert!(
-            d.limited && d.verdicts.len() == 1,
+            d.limited && applied.len() == 1,
             "limited by login, stops there"
         );
         // GET /login does not match `login` (method) nor `api` (path): `global`.
         let get = RequestLine::new(Some("/login"), Some("GET"), Some("EXAMPLE.com"));
-        assert_eq!(decide(&c, "rl", &get, &req, &s, S).verdicts[0].rule, 2);
+        assert_eq!(rules(run(&c, &get, &req, &s, S).1), vec![2]);
         // /api/v2/x with the tenant header: `api`, first match stops.
         let api = RequestLine::new(Some("/api/v2/x"), Some("GET"), Some("example.com"));
-        let d = decide(&c, "rl", &api, &req, &s, S);
-        assert_eq!(
-            d.verdicts.iter().map(|v| v.rule).collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(rules(run(&c, &api, &req, &s, S).1), vec![1]);
         // Regex is anchored: /x/api/v2/ does not match.
         let other = RequestLine::new(Some("/x/api/v2/"), Some("GET"), Some("other.org"));
-        assert!(decide(&c, "rl", &other, &req, &s, S).verdicts.is_empty());
+        assert!(run(&c, &other, &req, &s, S).1.is_empty());
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -553,11 +665,11 @@ mod tests {
         let (c, s) = setup(BY_HEADER);
         let line = RequestLine::default();
         s.conflicts.set(MAX_ATTEMPTS - 1);
-        let d = decide(&c, "rl", &line, &keyed("a"), &s, S);
+        let d = run(&c, &line, &keyed("a"), &s, S).0;
         assert_eq!(d.report.unwrap().outcome, Outcome::Allowed);
         assert_eq!(d.report.unwrap().remaining, 9, "exactly one token taken");
         s.conflicts.set(MAX_ATTEMPTS);
-        let d = decide(&c, "rl", &line, &keyed("a"), &s, S);
+        let d = run(&c, &line, &keyed("a"), &s, S).0;
         assert_eq!(d.report.unwrap().outcome, Outcome::Error { denied: false });
         assert!(!d.limited);
         let deny = cfg(&BY_HEADER.replace(
@@ -565,7 +677,7 @@ mod tests {
             "{\"failure_mode\":\"deny\",\"max_buckets\"",
         ));
         s.unavailable.set(true);
-        let d = decide(&deny, "rl", &line, &keyed("a"), &s, S);
+        let d = run(&deny, &line, &keyed("a"), &s, S).0;
         assert!(d.limited);
         assert_eq!(d.report.unwrap().outcome, Outcome::Error { denied: true });
     }
@@ -577,25 +689,84 @@ mod tests {
         let line = RequestLine::default();
         // A hot key drains its bucket.
         for _ in 0..10 {
-            decide(&c, "rl", &line, &keyed("hot"), &s, 10 * S);
+            assert!(!run(&c, &line, &keyed("hot"), &s, 10 * S).0.limited);
         }
-        assert!(decide(&c, "rl", &line, &keyed("hot"), &s, 10 * S).limited);
+        assert!(run(&c, &line, &keyed("hot"), &s, 10 * S).0.limited);
         // 20,000 distinct keys, one request each, 1 ms later: their buckets are not full, so
         // they compete for slots; the table never grows.
         for i in 0..20_000 {
-            decide(
-                &c,
-                "rl",
-                &line,
-                &keyed(&format!("k{i}")),
-                &s,
-                10 * S + 1_000_000,
-            );
+            run(&c, &line, &keyed(&format!("k{i}")), &s, 10 * S + 1_000_000);
         }
         assert_eq!(s.map.borrow().len(), 1024, "no slot beyond max_buckets");
         // The hot key's bucket is the most constrained one in its slots (TAT furthest ahead),
         // so it was never evicted: still limited.
-        assert!(decide(&c, "rl", &line, &keyed("hot"), &s, 10 * S + 2_000_000).limited);
+        assert!(
+            run(&c, &line, &keyed("hot"), &s, 10 * S + 2_000_000)
+                .0
+                .limited
+        );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn high_rates_lease_tokens_locally_within_the_shared_bucket() {
+        // 1,000,000/s, burst 80: leases of 10 tokens (an eighth of the burst).
+        let (c, s) = setup(
+            r#"{"max_buckets":64,"rules":[{"name":"k","key":[{"type":"constant","value":"all"}],
+            "requests_per_unit":1000000,"unit":"second","burst":80}]}"#,
+        );
+        assert_eq!(c.rules[0].lease, 10);
+        let mut leases = Leases::default();
+        let line = RequestLine::default();
+        let writes = || {
+            s.map
+                .borrow()
+                .values()
+                .map(|(_, cas)| *cas)
+                .max()
+                .unwrap_or(0)
+        };
+        let before = writes();
+        let mut allowed = 0;
+        let mut remaining = Vec::new();
+        for _ in 0..100 {
+            let d = decide(
+                &c,
+                "rl",
+                &line,
+                &Req::default(),
+                &s,
+                &mut leases,
+                &|| S,
+                &mut |_| {},
+            );
+            if !d.limited {
+                allowed += 1;
+                remaining.push(d.report.unwrap().remaining);
+            }
+        }
+        // At one instant exactly the burst is admitted, in 8 shared updates instead of 80.
+        assert_eq!(allowed, 80);
+        assert_eq!(writes() - before, 8);
+        assert_eq!(remaining.first(), Some(&79));
+        assert_eq!(remaining.last(), Some(&0));
+        assert!(
+            remaining.windows(2).all(|w| w[0] == w[1] + 1),
+            "{remaining:?}"
+        );
+        // Leftover leased tokens expire: another worker's table sees the shared bucket only.
+        let mut other = Leases::default();
+        let d = decide(
+            &c,
+            "rl",
+            &line,
+            &Req::default(),
+            &s,
+            &mut other,
+            &|| S + 1_000,
+            &mut |_| {},
+        );
+        assert_eq!(d.report.unwrap().remaining, 0);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -10,31 +10,47 @@
 use crate::config::Config;
 use crate::limiter::{Outcome, RuleVerdict};
 
-/// Headers for `v` (the decision's report), limited or allowed.
-pub fn headers(cfg: &Config, v: &RuleVerdict, limited: bool) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(6);
+/// Passes each header for `v` (the decision's report), limited or allowed, to `emit`: no list
+/// is built, and the static `RateLimit-Policy` value is borrowed from the configuration.
+pub fn each_header(cfg: &Config, v: &RuleVerdict, limited: bool, emit: &mut dyn FnMut(&str, &str)) {
     if limited {
-        out.push(("retry-after", v.retry_after_s.max(1).to_string()));
+        emit("retry-after", &v.retry_after_s.max(1).to_string());
     }
     // On a store failure the numbers are unknown: say nothing rather than something wrong.
     if matches!(v.outcome, Outcome::Error { .. }) {
-        return out;
+        return;
     }
     let Some(rule) = cfg.rules.get(v.rule) else {
-        return out;
+        return;
     };
     if cfg.ietf_draft {
-        out.push(("ratelimit-policy", rule.policy_header.clone()));
-        out.push((
+        emit("ratelimit-policy", &rule.policy_header);
+        emit(
             "ratelimit",
-            format!("\"{}\";r={};t={}", rule.name, v.remaining, v.reset_s),
-        ));
+            &format!("\"{}\";r={};t={}", rule.name, v.remaining, v.reset_s),
+        );
     }
     if cfg.x_ratelimit {
-        out.push(("x-ratelimit-limit", rule.bucket.burst.to_string()));
-        out.push(("x-ratelimit-remaining", v.remaining.to_string()));
-        out.push(("x-ratelimit-reset", v.reset_s.to_string()));
+        emit("x-ratelimit-limit", &rule.bucket.burst.to_string());
+        emit("x-ratelimit-remaining", &v.remaining.to_string());
+        emit("x-ratelimit-reset", &v.reset_s.to_string());
     }
+}
+
+/// The headers of [`each_header`] as a list (for the local reply, and tests).
+pub fn headers(cfg: &Config, v: &RuleVerdict, limited: bool) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(6);
+    each_header(cfg, v, limited, &mut |k, val| {
+        let k: &'static str = match k {
+            "retry-after" => "retry-after",
+            "ratelimit-policy" => "ratelimit-policy",
+            "ratelimit" => "ratelimit",
+            "x-ratelimit-limit" => "x-ratelimit-limit",
+            "x-ratelimit-remaining" => "x-ratelimit-remaining",
+            _ => "x-ratelimit-reset",
+        };
+        out.push((k, val.to_string()));
+    });
     out
 }
 
