@@ -51,6 +51,22 @@ impl RequestSpec {
         self
     }
 
+    /// Adds a header whose value is raw bytes (e.g. obs-text 0x80..=0xFF, which HTTP/1.1 allows
+    /// and Envoy forwards), to test that filters survive values that are not UTF-8.
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(n), Ok(v)) => self.headers.push((n, v)),
+            _ => self.headers.push((
+                HeaderName::from_static("x-invalid-test-header"),
+                HeaderValue::from_static("invalid header name or value in the test"),
+            )),
+        }
+        self
+    }
+
     pub fn headers<'a>(mut self, headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         for (n, v) in headers {
             self = self.header(n, v);

@@ -185,21 +185,21 @@ async fn a_flood_of_distinct_keys_keeps_memory_bounded_and_hot_keys_limited() {
         grown as f64 / 1048576.0
     );
     assert!(grown < 64 << 20, "memory grew by {grown} bytes");
-    // A hot key is still limited exactly: a burst of 100, then 429.
-    let mut ok = 0;
+    // A hot key is still limited exactly: a burst of 100, then 429 (plus what refilled while the
+    // 150 sequential requests were sent).
+    let t0 = std::time::Instant::now();
+    let mut ok = 0u64;
     for _ in 0..150 {
-        if gw
-            .get("/", &[("x-key", "hot-after-flood")])
-            .await
-            .unwrap()
-            .status
-            == 200
-        {
+        let r = gw.get("/", &[("x-key", "hot-after-flood")]).await.unwrap();
+        if r.status == 200 {
             ok += 1;
         }
     }
-    // 150 sequential requests take well under a second here; allow the tokens refilled meanwhile.
-    assert!((100..=110).contains(&ok), "hot key got {ok} of 150 through");
+    let refilled = (100.0 * t0.elapsed().as_secs_f64()).ceil() as u64;
+    assert!(
+        (100..=100 + refilled).contains(&ok),
+        "hot key got {ok} of 150 through (burst 100, {refilled} refilled meanwhile)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,4 +266,31 @@ async fn bad_configurations_are_rejected_naming_the_field() {
             "{text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_that_are_not_utf8_neither_crash_nor_bypass() {
+    let gw = gateway(json!({
+        "rules": [{"name": "k", "key": [{"type": "header", "name": "x-key"}],
+                   "requests_per_unit": 3, "unit": "minute"}]
+    }))
+    .await;
+    // obs-text bytes are legal in HTTP/1.1 header values; the key is those exact bytes.
+    let odd = RequestSpec::get("/").header_bytes("x-key", b"caf\xe9-\xff");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(gw.send(&odd).await.unwrap().status);
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429], "{}", gw.logs());
+    // The filter (and every worker's VM) is alive: a normal key still has its own bucket.
+    for _ in 0..20 {
+        let r = gw.get("/", &[("x-key", "plain")]).await.unwrap();
+        assert!(
+            r.status == 200 || r.status == 429,
+            "status {}: {}",
+            r.status,
+            r.text()
+        );
+    }
+    assert_eq!(counter(&gw, "k", "allowed").await, 3 + 3);
 }

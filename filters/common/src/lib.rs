@@ -7,6 +7,7 @@
 pub mod cidr;
 pub mod config;
 pub mod hash;
+pub mod headermap;
 pub mod http;
 pub mod ip;
 

@@ -10,6 +10,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
+use edge_common::headermap::{host, HeaderMapView};
+
 use crate::config::{Config, Mode};
 use crate::limiter::{
     self, Leases, Outcome, RequestLine, RequestView, RuleVerdict, SharedStore, StoreError,
@@ -100,7 +102,7 @@ impl RootContext for Root {
         let cfg = match Config::from_json(&bytes) {
             Ok(c) => c,
             Err(e) => {
-                log::error(&format!("rate_limit: {e}"));
+                log::error(&e.to_string());
                 return false;
             }
         };
@@ -131,13 +133,13 @@ impl RootContext for Root {
             match rm {
                 Ok(rm) => metrics.push(rm),
                 Err(e) => {
-                    log::error(&format!("rate_limit: {e}"));
+                    log::error(&e.to_string());
                     return false;
                 }
             }
         }
         log::info(&format!(
-            "rate_limit: configured {} rule(s), {} buckets, mode {:?}",
+            "configured {} rule(s), {} buckets, mode {:?}",
             cfg.rules.len(),
             cfg.max_buckets,
             cfg.mode
@@ -182,15 +184,20 @@ struct Filter {
 
 impl Context for Filter {}
 
-struct Req<'a>(&'a Filter);
+/// The request as the limiter sees it: all headers from one host call, as bytes (a value that
+/// is not UTF-8 must neither panic nor be altered), and the client address on demand.
+struct Req<'a> {
+    headers: HeaderMapView<'a>,
+    filter: &'a Filter,
+}
 
 impl RequestView for Req<'_> {
-    fn header(&self, name: &str) -> Option<String> {
-        self.0.get_http_request_header(name)
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
     }
 
     fn client_ip(&self) -> Option<IpAddr> {
-        self.0
+        self.filter
             .get_property(vec!["source", "address"])
             .and_then(|b| edge_common::ip::parse_address_ip_bytes(&b))
     }
@@ -202,17 +209,17 @@ impl HttpContext for Filter {
             return Action::Continue;
         };
         let cfg = &state.cfg;
-        let get = |needed: bool, name: &str| {
-            if needed {
-                self.get_http_request_header(name)
-            } else {
-                None
-            }
+        let Some(map) = host::header_map(host::REQUEST_HEADERS) else {
+            return Action::Continue;
+        };
+        let Some(headers) = map.view() else {
+            log::error("malformed request header map from the host; request not limited");
+            return Action::Continue;
         };
         let line = RequestLine::new(
-            get(cfg.needs_path, ":path").as_deref(),
-            get(cfg.needs_method, ":method").as_deref(),
-            get(cfg.needs_host, ":authority").as_deref(),
+            headers.get_str(":path"),
+            headers.get_str(":method"),
+            headers.get_str(":authority"),
         );
         let clock = || {
             self.get_current_time()
@@ -246,7 +253,10 @@ impl HttpContext for Filter {
                 cfg,
                 &state.ns,
                 &line,
-                &Req(self),
+                &Req {
+                    headers,
+                    filter: self,
+                },
                 &HostStore,
                 &mut leases,
                 &clock,

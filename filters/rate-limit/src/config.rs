@@ -171,10 +171,6 @@ pub struct Config {
     pub x_ratelimit: bool,
     pub headers_on_allowed: bool,
     pub rules: Vec<Rule>,
-    /// Whether any rule looks at the path, method or host (read once per request if so).
-    pub needs_path: bool,
-    pub needs_method: bool,
-    pub needs_host: bool,
 }
 
 #[derive(Debug)]
@@ -257,7 +253,6 @@ impl Config {
             }
             rules.push(rule);
         }
-        let needs = |f: &dyn Fn(&Rule) -> bool| rules.iter().any(f);
         Ok(Config {
             mode: raw.mode,
             failure_mode: raw.failure_mode,
@@ -268,11 +263,6 @@ impl Config {
             ietf_draft: raw.rate_limit_headers.ietf_draft,
             x_ratelimit: raw.rate_limit_headers.x_ratelimit,
             headers_on_allowed: raw.rate_limit_headers.on_allowed,
-            needs_path: needs(&|r| {
-                !matches!(r.path, PathMatch::Any) || r.key.contains(&KeyPart::Path)
-            }),
-            needs_method: needs(&|r| !r.methods.is_empty() || r.key.contains(&KeyPart::Method)),
-            needs_host: needs(&|r| !r.hosts.is_empty()),
             rules,
         })
     }
@@ -510,7 +500,6 @@ mod tests {
         assert_eq!((r.bucket.interval_ns, r.bucket.burst), (10_000_000, 150));
         assert_eq!(r.policy_header, "\"api\";q=150;w=2");
         assert_eq!(r.lease, 1, "100/s: no lease");
-        assert!(c.needs_path && c.needs_method && !c.needs_host);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -38,40 +38,40 @@ pub const MAX_ATTEMPTS: u32 = 32;
 /// What the limiter needs of a request. Pseudo-headers (`:path`, `:method`, `:authority`) are
 /// passed in [`RequestLine`]; other headers and the client address are read on demand.
 pub trait RequestView {
-    /// A request header (lowercase name), `None` if absent.
-    fn header(&self, name: &str) -> Option<String>;
+    /// A request header (lowercase name) as the client sent it, bytes not necessarily UTF-8;
+    /// `None` if absent.
+    fn header(&self, name: &str) -> Option<&[u8]>;
     /// The client address (`source.address`).
     fn client_ip(&self) -> Option<IpAddr>;
 }
 
-/// The request line parts the rules need (empty when no rule needs them).
-#[derive(Debug, Default, Clone)]
-pub struct RequestLine {
+/// The request line parts the rules look at, borrowed from the request's headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestLine<'a> {
     /// `:path` without the query.
-    pub path: String,
-    pub method: String,
-    /// `:authority` lowercased, without port.
-    pub host: String,
+    pub path: &'a str,
+    pub method: &'a str,
+    /// `:authority` without port (compared case-insensitively).
+    pub host: &'a str,
 }
 
-impl RequestLine {
+impl<'a> RequestLine<'a> {
     /// Builds it from raw pseudo-header values.
-    pub fn new(path: Option<&str>, method: Option<&str>, authority: Option<&str>) -> Self {
+    pub fn new(path: Option<&'a str>, method: Option<&'a str>, authority: Option<&'a str>) -> Self {
         let path = path.map_or("", |p| edge_common::http::split_path(p).0);
-        let host = authority.map_or(String::new(), |a| {
-            let a = if a.starts_with('[') {
+        let host = authority.map_or("", |a| {
+            if a.starts_with('[') {
                 // [v6]:port
                 a.split_once(']')
                     .map_or(a, |(h, _)| h)
                     .trim_start_matches('[')
             } else {
                 a.rsplit_once(':').map_or(a, |(h, _)| h)
-            };
-            a.to_ascii_lowercase()
+            }
         });
         Self {
-            path: path.to_string(),
-            method: method.unwrap_or("").to_string(),
+            path,
+            method: method.unwrap_or(""),
             host,
         }
     }
@@ -236,19 +236,19 @@ fn matches(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> bool {
     let path_ok = match &rule.path {
         PathMatch::Any => true,
         PathMatch::Prefix(p) => line.path.starts_with(p.as_str()),
-        PathMatch::Exact(p) => line.path == *p,
-        PathMatch::Regex(re) => re.is_match(&line.path),
+        PathMatch::Exact(p) => line.path == p,
+        PathMatch::Regex(re) => re.is_match(line.path),
     };
     path_ok
-        && (rule.methods.is_empty() || rule.methods.contains(&line.method))
-        && (rule.hosts.is_empty() || rule.hosts.contains(&line.host))
+        && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == line.method))
+        && (rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.eq_ignore_ascii_case(line.host)))
         && rule
             .headers
             .iter()
             .all(|(name, want)| match (req.header(name), want) {
                 (None, _) => false,
                 (Some(_), None) => true,
-                (Some(v), Some(w)) => v == *w,
+                (Some(v), Some(w)) => v == w.as_bytes(),
             })
 }
 
@@ -264,7 +264,7 @@ pub fn fingerprint(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> Op
             KeyPart::Method => hash64(seed, line.method.as_bytes()),
             KeyPart::Constant(c) => hash64(seed, c.as_bytes()),
             KeyPart::Header(name) => match req.header(name) {
-                Some(v) => hash64(seed, v.as_bytes()),
+                Some(v) => hash64(seed, v),
                 None => missing(rule, seed)?,
             },
             KeyPart::ClientIp => match req.client_ip() {
@@ -297,27 +297,10 @@ pub fn slots(fp: u64, n: u32) -> (u32, u32) {
 
 /// The shared-data key of slot `i` in namespace `ns`.
 pub fn slot_key(ns: &str, i: u32) -> String {
+    use std::fmt::Write;
     let mut k = String::with_capacity(ns.len() + 11);
-    k.push_str(ns);
-    k.push(':');
-    push_u32(&mut k, i);
+    let _ = write!(k, "{ns}:{i}");
     k
-}
-
-fn push_u32(s: &mut String, mut v: u32) {
-    let mut buf = [0u8; 10];
-    let mut n = buf.len();
-    loop {
-        n -= 1;
-        buf[n] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &b in &buf[n..] {
-        s.push(b as char);
-    }
 }
 
 /// Slot contents: fingerprint and TAT, little-endian. Anything else reads as an empty slot.
@@ -508,11 +491,11 @@ pub mod testing {
     }
 
     impl RequestView for Req {
-        fn header(&self, name: &str) -> Option<String> {
+        fn header(&self, name: &str) -> Option<&[u8]> {
             self.headers
                 .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_bytes())
         }
         fn client_ip(&self) -> Option<IpAddr> {
             self.ip
@@ -580,10 +563,7 @@ mod tests {
     fn limits_per_key_and_reports_numbers() {
         let (c, s) = setup(BY_HEADER);
         let line = RequestLine::new(Some("/x?y=1"), Some("GET"), Some("Example.com:8080"));
-        assert_eq!(
-            (line.path.as_str(), line.host.as_str()),
-            ("/x", "example.com")
-        );
+        assert_eq!((line.path, line.host), ("/x", "Example.com"));
         let now = 100 * S;
         for i in 0..10 {
             let d = run(&c, &line, &keyed("a"), &s, now).0;
