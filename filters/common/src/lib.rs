@@ -10,6 +10,7 @@ pub mod hash;
 pub mod headermap;
 pub mod http;
 pub mod ip;
+pub mod metrics;
 
 pub use cidr::CidrSet;
 pub use config::{parse_config, ConfigError};

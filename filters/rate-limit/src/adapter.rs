@@ -11,6 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
 use edge_common::headermap::{host, HeaderMapView};
+use edge_common::metrics::host::BatchedCounters;
 
 use crate::config::{Config, Mode};
 use crate::limiter::{
@@ -42,33 +43,8 @@ struct Root {
     state: Option<Rc<State>>,
     /// This worker's leased tokens (high-rate rules), shared by its requests.
     leases: Rc<RefCell<Leases>>,
-    /// Counts not yet added to Envoy's counters, indexed by metric id order (see `Pending`).
-    pending: Rc<RefCell<Pending>>,
-}
-
-/// Metric increments batched per worker and flushed on the tick (every `FLUSH_PERIOD`): one
-/// host call per counter per period instead of one per request.
-#[derive(Default)]
-struct Pending {
-    counts: Vec<(u32, u64)>,
-}
-
-impl Pending {
-    fn add(&mut self, id: u32) {
-        match self.counts.iter_mut().find(|(m, _)| *m == id) {
-            Some((_, n)) => *n += 1,
-            None => self.counts.push((id, 1)),
-        }
-    }
-
-    fn flush(&mut self) {
-        for (id, n) in &mut self.counts {
-            if *n > 0 {
-                let _ = hostcalls::increment_metric(*id, i64::try_from(*n).unwrap_or(i64::MAX));
-                *n = 0;
-            }
-        }
-    }
+    /// Counts not yet added to Envoy's counters (flushed every `FLUSH_PERIOD`).
+    pending: Rc<RefCell<BatchedCounters>>,
 }
 
 const FLUSH_PERIOD: Duration = Duration::from_millis(100);
@@ -177,7 +153,7 @@ impl RootContext for Root {
 struct Filter {
     state: Option<Rc<State>>,
     leases: Rc<RefCell<Leases>>,
-    pending: Rc<RefCell<Pending>>,
+    pending: Rc<RefCell<BatchedCounters>>,
     /// The verdict whose headers go on the upstream's response (allowed, enforce mode).
     report: Option<RuleVerdict>,
 }
@@ -240,9 +216,9 @@ impl HttpContext for Filter {
                 Outcome::Limited => m.limited,
                 Outcome::Error { .. } => m.errors,
             };
-            pending.add(id);
+            pending.add(id, 1);
             if let (Outcome::Error { denied: true }, false) = (v.outcome, shadow) {
-                pending.add(m.limited);
+                pending.add(m.limited, 1);
             }
         };
         let d = {

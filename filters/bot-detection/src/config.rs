@@ -1,0 +1,489 @@
+//! Configuration: the JSON users write and its validated, pre-compiled form.
+
+use std::collections::HashSet;
+
+use edge_common::cidr::parse_net;
+use edge_common::{parse_config, CidrSet, ConfigError};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::category::Category;
+use crate::ua::{UaMatcher, UserPattern};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Classify, count and log, but never block, tag or otherwise change a request.
+    Shadow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Pass the request untouched (client-sent copies of our headers are still removed).
+    Allow,
+    /// Pass it with the verdict in request headers for the upstream.
+    Tag,
+    /// Answer it ourselves (403 by default).
+    Block,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Allow, Action::Tag, Action::Block];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Tag => "tag",
+            Action::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "yes")]
+    pub builtin_patterns: bool,
+    #[serde(default)]
+    pub patterns: Vec<RawPattern>,
+    #[serde(default)]
+    pub allow_patterns: Vec<String>,
+    #[serde(default)]
+    pub verified_bots: Vec<RawVerifiedBot>,
+    #[serde(default)]
+    pub anomalies: RawAnomalies,
+    #[serde(default)]
+    pub tls_fingerprint: Option<RawFingerprint>,
+    #[serde(default)]
+    pub policy: Option<Vec<RawPolicyRule>>,
+    #[serde(default = "default_action")]
+    pub default_action: Action,
+    #[serde(default)]
+    pub block_response: RawBlock,
+    #[serde(default)]
+    pub headers: RawHeaders,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_action() -> Action {
+    Action::Allow
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPattern {
+    pub category: Category,
+    pub name: String,
+    pub contains: Option<String>,
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerifiedBot {
+    pub name: String,
+    /// Substrings of the user-agent (case-insensitive) by which a request claims to be this bot.
+    pub user_agent_contains: Vec<String>,
+    /// The operator's published list as is: `{"prefixes":[{"ipv4Prefix":..},{"ipv6Prefix":..}]}`
+    /// (other fields such as `creationTime` are ignored).
+    #[serde(default)]
+    pub ranges: Option<PublishedRanges>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublishedRanges {
+    pub prefixes: Vec<PublishedPrefix>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublishedPrefix {
+    #[serde(rename = "ipv4Prefix")]
+    pub ipv4: Option<String>,
+    #[serde(rename = "ipv6Prefix")]
+    pub ipv6: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAnomalies {
+    pub enabled: bool,
+    /// A browser request scoring below this is `suspicious`.
+    pub suspicious_below: u8,
+}
+
+impl Default for RawAnomalies {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            suspicious_below: 50,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFingerprint {
+    /// Request header carrying the JA3/JA4 fingerprint (set by an earlier filter).
+    pub header: Option<String>,
+    /// Or the filter state key holding it.
+    pub filter_state: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyRule {
+    #[serde(default)]
+    pub categories: Vec<Category>,
+    pub verified: Option<bool>,
+    pub score_below: Option<u8>,
+    pub action: Action,
+    pub status: Option<u16>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBlock {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl Default for RawBlock {
+    fn default() -> Self {
+        Self {
+            status: 403,
+            body: "forbidden\n".into(),
+            content_type: "text/plain; charset=utf-8".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHeaders {
+    pub score: String,
+    pub category: String,
+    pub name: String,
+    pub verified: String,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        Self {
+            score: "x-bot-score".into(),
+            category: "x-bot-category".into(),
+            name: "x-bot-name".into(),
+            verified: "x-bot-verified".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub matcher: UaMatcher,
+    pub verified_bots: Vec<VerifiedBot>,
+    pub anomalies: bool,
+    pub suspicious_below: u8,
+    pub fingerprint: Option<Fingerprint>,
+    pub policy: Vec<PolicyRule>,
+    pub default_action: Action,
+    pub block_status: u32,
+    pub block_body: String,
+    pub block_content_type: String,
+    /// Header names: score, category, name, verified (lowercase).
+    pub headers: [String; 4],
+}
+
+#[derive(Debug)]
+pub struct VerifiedBot {
+    pub name: String,
+    /// Lowercase needles.
+    pub user_agent_contains: Vec<String>,
+    pub ranges: CidrSet,
+}
+
+#[derive(Debug)]
+pub enum FingerprintSource {
+    Header(String),
+    FilterState(String),
+}
+
+#[derive(Debug)]
+pub struct Fingerprint {
+    pub source: FingerprintSource,
+    pub allow: HashSet<Vec<u8>>,
+    pub deny: HashSet<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct PolicyRule {
+    pub categories: Vec<Category>,
+    pub verified: Option<bool>,
+    pub score_below: Option<u8>,
+    pub action: Action,
+    pub status: Option<u32>,
+    pub body: Option<String>,
+}
+
+impl Config {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::validate(parse_config(bytes)?)
+    }
+
+    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let user: Vec<UserPattern> = raw
+            .patterns
+            .into_iter()
+            .map(|p| UserPattern {
+                category: p.category,
+                name: p.name,
+                contains: p.contains,
+                regex: p.regex,
+            })
+            .collect();
+        for (i, p) in user.iter().enumerate() {
+            if p.name.is_empty() || !valid_header_value(&p.name) {
+                return Err(ConfigError::new(
+                    format!("patterns[{i}].name"),
+                    "must be a non-empty printable ASCII name (it is sent in a header)",
+                ));
+            }
+            if matches!(
+                p.category,
+                Category::Human | Category::Impersonator | Category::Suspicious
+            ) {
+                return Err(ConfigError::new(
+                    format!("patterns[{i}].category"),
+                    format!(
+                        "`{}` is decided by the filter, not by a pattern",
+                        p.category.as_str()
+                    ),
+                ));
+            }
+        }
+        let matcher = UaMatcher::new(raw.builtin_patterns, &user, &raw.allow_patterns)?;
+
+        let mut verified_bots = Vec::new();
+        for (i, b) in raw.verified_bots.into_iter().enumerate() {
+            let at = format!("verified_bots[{i}]");
+            if b.name.is_empty() || !valid_header_value(&b.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    "must be a non-empty printable ASCII name",
+                ));
+            }
+            if b.user_agent_contains.is_empty()
+                || b.user_agent_contains.iter().any(String::is_empty)
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.user_agent_contains"),
+                    "needs at least one non-empty substring",
+                ));
+            }
+            let mut nets: Vec<IpNet> = Vec::new();
+            if let Some(r) = &b.ranges {
+                for (j, p) in r.prefixes.iter().enumerate() {
+                    let (field, v) = match (&p.ipv4, &p.ipv6) {
+                        (Some(v4), None) => ("ipv4Prefix", v4),
+                        (None, Some(v6)) => ("ipv6Prefix", v6),
+                        _ => {
+                            return Err(ConfigError::new(
+                                format!("{at}.ranges.prefixes[{j}]"),
+                                "needs exactly one of ipv4Prefix or ipv6Prefix",
+                            ))
+                        }
+                    };
+                    nets.push(parse_net(v).map_err(|m| {
+                        ConfigError::new(format!("{at}.ranges.prefixes[{j}].{field}"), m)
+                    })?);
+                }
+            }
+            for (j, c) in b.cidrs.iter().enumerate() {
+                nets.push(
+                    parse_net(c).map_err(|m| ConfigError::new(format!("{at}.cidrs[{j}]"), m))?,
+                );
+            }
+            if nets.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{at}.ranges"),
+                    "give the bot's IP ranges (`ranges` as published, or `cidrs`)",
+                ));
+            }
+            verified_bots.push(VerifiedBot {
+                name: b.name,
+                user_agent_contains: b
+                    .user_agent_contains
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+                ranges: CidrSet::from_nets(nets),
+            });
+        }
+
+        if raw.anomalies.suspicious_below > 100 {
+            return Err(ConfigError::new(
+                "anomalies.suspicious_below",
+                "must be 0..=100",
+            ));
+        }
+
+        let fingerprint = match raw.tls_fingerprint {
+            None => None,
+            Some(f) => {
+                let source = match (f.header, f.filter_state) {
+                    (Some(h), None) => {
+                        FingerprintSource::Header(header_name("tls_fingerprint.header", &h)?)
+                    }
+                    (None, Some(k)) if !k.is_empty() => FingerprintSource::FilterState(k),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "tls_fingerprint",
+                            "give exactly one of `header` or `filter_state`",
+                        ))
+                    }
+                };
+                let set = |v: Vec<String>| {
+                    v.into_iter()
+                        .map(String::into_bytes)
+                        .collect::<HashSet<_>>()
+                };
+                Some(Fingerprint {
+                    source,
+                    allow: set(f.allow),
+                    deny: set(f.deny),
+                })
+            }
+        };
+
+        let policy_raw = raw.policy.unwrap_or_else(default_policy);
+        let mut policy = Vec::with_capacity(policy_raw.len());
+        for (i, r) in policy_raw.into_iter().enumerate() {
+            if let Some(s) = r.status {
+                if !(200..=599).contains(&s) {
+                    return Err(ConfigError::new(
+                        format!("policy[{i}].status"),
+                        format!("{s} is not an HTTP status 200..=599"),
+                    ));
+                }
+            }
+            if let Some(s) = r.score_below {
+                if s > 101 {
+                    return Err(ConfigError::new(
+                        format!("policy[{i}].score_below"),
+                        "must be 0..=101",
+                    ));
+                }
+            }
+            if r.action != Action::Block && (r.status.is_some() || r.body.is_some()) {
+                return Err(ConfigError::new(
+                    format!("policy[{i}].status"),
+                    "status and body apply to `block` only",
+                ));
+            }
+            policy.push(PolicyRule {
+                categories: r.categories,
+                verified: r.verified,
+                score_below: r.score_below,
+                action: r.action,
+                status: r.status.map(u32::from),
+                body: r.body,
+            });
+        }
+        let b = raw.block_response;
+        if !(200..=599).contains(&b.status) {
+            return Err(ConfigError::new(
+                "block_response.status",
+                format!("{} is not an HTTP status 200..=599", b.status),
+            ));
+        }
+        if !valid_header_value(&b.content_type) {
+            return Err(ConfigError::new(
+                "block_response.content_type",
+                "must be a valid header value",
+            ));
+        }
+        let h = raw.headers;
+        let headers = [
+            header_name("headers.score", &h.score)?,
+            header_name("headers.category", &h.category)?,
+            header_name("headers.name", &h.name)?,
+            header_name("headers.verified", &h.verified)?,
+        ];
+        Ok(Config {
+            mode: raw.mode,
+            matcher,
+            verified_bots,
+            anomalies: raw.anomalies.enabled,
+            suspicious_below: raw.anomalies.suspicious_below,
+            fingerprint,
+            policy,
+            default_action: raw.default_action,
+            block_status: u32::from(b.status),
+            block_body: b.body,
+            block_content_type: b.content_type,
+            headers,
+        })
+    }
+}
+
+/// Without a `policy`: block scanners and impersonators, tag every other bot and suspicious
+/// browsers, allow the rest (`default_action`).
+fn default_policy() -> Vec<RawPolicyRule> {
+    let rule = |categories: Vec<Category>, action| RawPolicyRule {
+        categories,
+        verified: None,
+        score_below: None,
+        action,
+        status: None,
+        body: None,
+    };
+    vec![
+        rule(
+            vec![Category::Scanner, Category::Impersonator],
+            Action::Block,
+        ),
+        rule(
+            Category::ALL
+                .into_iter()
+                .filter(|c| c.is_bot() || *c == Category::Suspicious)
+                .collect(),
+            Action::Tag,
+        ),
+    ]
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(':')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}

@@ -1,0 +1,422 @@
+//! User-agent classification: one Aho-Corasick automaton over every needle (built-in data file and
+//! user patterns), optional user regexes, built-in exclusions for real devices whose names contain
+//! bot-like words, and a structural check of what a browser user-agent looks like.
+//!
+//! Order of precedence: a user allow-pattern (the UA is a browser, whatever else matches) → a user
+//! pattern (regexes are ASCII case-insensitive, over bytes) → the longest built-in named pattern → a generic token (`bot`, `crawl`, a URL, ...) unless
+//! a built-in exclusion matches → the browser-shape check → browser.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use edge_common::ConfigError;
+use regex::bytes::RegexSet;
+
+use crate::category::Category;
+
+/// The built-in pattern data (see `data/user-agents.tsv`).
+pub const BUILTIN: &str = include_str!("../data/user-agents.tsv");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A named bot (or app) pattern.
+    Named,
+    /// A generic token: lowest priority, cancelled by exclusions.
+    Generic,
+    /// A built-in exclusion (cancels generic tokens only).
+    Exclusion,
+    /// A user allow-pattern (the UA is treated as a browser).
+    UserAllow,
+    /// A user pattern (wins over built-in ones).
+    User,
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    category: Category,
+    name: String,
+    kind: Kind,
+    len: usize,
+}
+
+/// A user pattern from the configuration.
+#[derive(Debug, Clone)]
+pub struct UserPattern {
+    pub category: Category,
+    pub name: String,
+    pub contains: Option<String>,
+    pub regex: Option<String>,
+}
+
+/// How a user-agent was classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UaClass<'a> {
+    /// Missing or blank.
+    Empty,
+    /// Matched a pattern: its category and name.
+    Matched(Category, &'a str),
+    /// No pattern, and not shaped like a browser user-agent (why, in a word).
+    NotBrowser(&'static str),
+    /// Shaped like a browser user-agent (or a user allow-pattern matched).
+    Browser,
+}
+
+pub struct UaMatcher {
+    ac: AhoCorasick,
+    patterns: Vec<Pattern>,
+    regexes: Option<RegexSet>,
+    regex_patterns: Vec<(Category, String)>,
+}
+
+impl std::fmt::Debug for UaMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UaMatcher({} needles, {} regexes)",
+            self.patterns.len(),
+            self.regex_patterns.len()
+        )
+    }
+}
+
+/// Parses the built-in data file: `category<TAB>name<TAB>needle` lines, `#` comments.
+fn builtin_rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    BUILTIN
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut it = l.split('\t');
+            Some((it.next()?, it.next()?, it.next()?))
+        })
+}
+
+impl UaMatcher {
+    /// Compiles the matcher. `builtin: false` drops the built-in data (user patterns only).
+    pub fn new(builtin: bool, user: &[UserPattern], allow: &[String]) -> Result<Self, ConfigError> {
+        let mut needles: Vec<String> = Vec::new();
+        let mut patterns = Vec::new();
+        if builtin {
+            for (cat, name, needle) in builtin_rows() {
+                let (category, kind) = match cat {
+                    "allow" => (Category::Human, Kind::Exclusion),
+                    "unknown_bot" => (Category::UnknownBot, Kind::Generic),
+                    c => match Category::parse(c) {
+                        Some(c) => (c, Kind::Named),
+                        // A bad row in our own data file is a build defect; skip rather than fail.
+                        None => continue,
+                    },
+                };
+                needles.push(needle.to_ascii_lowercase());
+                patterns.push(Pattern {
+                    category,
+                    name: name.to_string(),
+                    kind,
+                    len: needle.len(),
+                });
+            }
+        }
+        for (i, a) in allow.iter().enumerate() {
+            if a.is_empty() {
+                return Err(ConfigError::new(
+                    format!("allow_patterns[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            needles.push(a.to_ascii_lowercase());
+            patterns.push(Pattern {
+                category: Category::Human,
+                name: a.clone(),
+                kind: Kind::UserAllow,
+                len: a.len(),
+            });
+        }
+        let mut regexes = Vec::new();
+        let mut regex_patterns = Vec::new();
+        for (i, p) in user.iter().enumerate() {
+            match (&p.contains, &p.regex) {
+                (Some(c), None) if !c.is_empty() => {
+                    needles.push(c.to_ascii_lowercase());
+                    patterns.push(Pattern {
+                        category: p.category,
+                        name: p.name.clone(),
+                        kind: Kind::User,
+                        len: c.len(),
+                    });
+                }
+                (None, Some(r)) => {
+                    // Validate each one alone, to name the one at fault.
+                    regex::bytes::RegexBuilder::new(r)
+                        .case_insensitive(true)
+                        .unicode(false)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            ConfigError::new(
+                                format!("patterns[{i}].regex"),
+                                format!("invalid regex: {e}"),
+                            )
+                        })?;
+                    regexes.push(r.clone());
+                    regex_patterns.push((p.category, p.name.clone()));
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("patterns[{i}]"),
+                        "give exactly one of a non-empty `contains` or `regex`",
+                    ))
+                }
+            }
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&needles)
+            .map_err(|e| ConfigError::new("patterns", format!("cannot build the matcher: {e}")))?;
+        let regexes = if regexes.is_empty() {
+            None
+        } else {
+            Some(
+                regex::bytes::RegexSetBuilder::new(&regexes)
+                    .case_insensitive(true)
+                    .unicode(false)
+                    .size_limit(4 << 20)
+                    .build()
+                    .map_err(|e| ConfigError::new("patterns", format!("invalid regex: {e}")))?,
+            )
+        };
+        Ok(Self {
+            ac,
+            patterns,
+            regexes,
+            regex_patterns,
+        })
+    }
+
+    /// Number of needles (built-in and user).
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Classifies a user-agent (bytes as sent; need not be UTF-8).
+    pub fn classify(&self, ua: &[u8]) -> UaClass<'_> {
+        let ua = ua.trim_ascii();
+        if ua.is_empty() {
+            return UaClass::Empty;
+        }
+        let mut user_allow = false;
+        let mut exclusion = false;
+        let mut user: Option<&Pattern> = None;
+        let mut named: Option<&Pattern> = None;
+        let mut generic: Option<&Pattern> = None;
+        for m in self.ac.find_overlapping_iter(ua) {
+            let Some(p) = self.patterns.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            let slot = match p.kind {
+                Kind::UserAllow => {
+                    user_allow = true;
+                    continue;
+                }
+                Kind::Exclusion => {
+                    exclusion = true;
+                    continue;
+                }
+                Kind::User => &mut user,
+                Kind::Named => &mut named,
+                Kind::Generic => &mut generic,
+            };
+            if slot.is_none_or(|q| p.len > q.len) {
+                *slot = Some(p);
+            }
+        }
+        if user_allow {
+            return UaClass::Browser;
+        }
+        if let Some(p) = user {
+            return UaClass::Matched(p.category, &p.name);
+        }
+        if let Some(set) = &self.regexes {
+            if let Some(i) = set.matches(ua).iter().next() {
+                if let Some((c, n)) = self.regex_patterns.get(i) {
+                    return UaClass::Matched(*c, n);
+                }
+            }
+        }
+        if let Some(p) = named {
+            return UaClass::Matched(p.category, &p.name);
+        }
+        if let (Some(p), false) = (generic, exclusion) {
+            return UaClass::Matched(p.category, &p.name);
+        }
+        match browser_shape(ua) {
+            Ok(()) => UaClass::Browser,
+            Err(why) => UaClass::NotBrowser(why),
+        }
+    }
+}
+
+/// Whether a user-agent has the shape of a browser's: `Mozilla/5.0 (...)` (or 4.0, or `Opera/`),
+/// and no `compatible;` comment unless it is old Internet Explorer's.
+pub fn browser_shape(ua: &[u8]) -> Result<(), &'static str> {
+    let lower_starts = |p: &[u8]| ua.len() >= p.len() && ua[..p.len()].eq_ignore_ascii_case(p);
+    if !(lower_starts(b"mozilla/5.0 (")
+        || lower_starts(b"mozilla/4.0 (")
+        || lower_starts(b"opera/"))
+    {
+        return Err("not a browser user-agent");
+    }
+    let contains = |needle: &[u8]| {
+        ua.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if contains(b"compatible;") && !contains(b"msie ") {
+        return Err("compatible-style user-agent");
+    }
+    if contains(b"msie ") && !contains(b"windows") {
+        return Err("not a browser user-agent");
+    }
+    // Extra product tokens after the browser's own are NOT a bot signal: in-app browsers append
+    // theirs (Instagram, BingSapphire, GrokApp, Lark, ...). Automation that does so is named by
+    // the pattern data instead (Lighthouse, Synthetics, PTST, Selenium, ...).
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn m() -> UaMatcher {
+        UaMatcher::new(true, &[], &[]).unwrap()
+    }
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn browsers_are_browsers() {
+        let m = m();
+        for ua in [
+            CHROME,
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+            "Mozilla/5.0 (Linux; Android 13; CUBOT KINGKONG 9) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.0.0",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 305.0.0.34.110 (iPhone14,2; iOS 17_1; en_US; en)",
+        ] {
+            assert_eq!(m.classify(ua.as_bytes()), UaClass::Browser, "{ua}");
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn bots_are_named_and_categorised() {
+        let m = m();
+        let cases = [
+            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", Category::SearchEngine, "Googlebot"),
+            ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)", Category::AiCrawler, "GPTBot"),
+            ("curl/8.5.0", Category::HttpLibrary, "curl"),
+            ("python-requests/2.31.0", Category::HttpLibrary, "Python Requests"),
+            ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36", Category::Headless, "HeadlessChrome"),
+            ("sqlmap/1.8#stable (https://sqlmap.org)", Category::Scanner, "sqlmap"),
+            ("FooCrawler/1.0", Category::UnknownBot, "crawler token"),
+            ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", Category::Seo, "AhrefsBot"),
+            ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", Category::LinkPreview, "facebookexternalhit"),
+        ];
+        for (ua, cat, name) in cases {
+            assert_eq!(
+                m.classify(ua.as_bytes()),
+                UaClass::Matched(cat, name),
+                "{ua}"
+            );
+        }
+        assert_eq!(m.classify(b"  "), UaClass::Empty);
+        assert_eq!(
+            m.classify(b"MyTool/2.0"),
+            UaClass::NotBrowser("not a browser user-agent")
+        );
+        assert_eq!(
+            m.classify(format!("{CHROME} Chrome-Lighthouse").as_bytes()),
+            UaClass::Matched(Category::Seo, "Lighthouse")
+        );
+        // An in-app browser's extra product token is not a bot signal.
+        assert_eq!(
+            m.classify(format!("{CHROME} SomeApp/1.0").as_bytes()),
+            UaClass::Browser
+        );
+        assert_eq!(
+            m.classify(b"Mozilla/5.0 (compatible; SomeTool/1.0)"),
+            UaClass::NotBrowser("compatible-style user-agent")
+        );
+        assert_eq!(
+            m.classify(b"Dalvik/2.1.0 (Linux; U; Android 13)"),
+            UaClass::Matched(Category::App, "Android app (Dalvik)")
+        );
+        assert_eq!(
+            m.classify(&[0xff, 0xfe, b'b', b'o', b't']),
+            UaClass::Matched(Category::UnknownBot, "bot token")
+        );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn user_patterns_win_and_allow_patterns_clear() {
+        let user = vec![
+            UserPattern {
+                category: Category::Monitor,
+                name: "Our probe".into(),
+                contains: Some("curl/8".into()),
+                regex: None,
+            },
+            UserPattern {
+                category: Category::Seo,
+                name: "Regexed".into(),
+                contains: None,
+                regex: Some(r"^acme-[0-9]+$".into()),
+            },
+        ];
+        let m = UaMatcher::new(true, &user, &["InternalApp/".into()]).unwrap();
+        assert_eq!(
+            m.classify(b"curl/8.1"),
+            UaClass::Matched(Category::Monitor, "Our probe")
+        );
+        assert_eq!(
+            m.classify(b"ACME-42"),
+            UaClass::Matched(Category::Seo, "Regexed")
+        );
+        assert_eq!(m.classify(b"InternalApp/3 bot"), UaClass::Browser);
+        let bad = vec![UserPattern {
+            category: Category::Seo,
+            name: "x".into(),
+            contains: None,
+            regex: Some("(".into()),
+        }];
+        let e = UaMatcher::new(true, &bad, &[]).unwrap_err();
+        assert_eq!(e.field, "patterns[0].regex");
+        let none = UaMatcher::new(false, &[], &[]).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(
+            none.classify(b"curl/8"),
+            UaClass::NotBrowser("not a browser user-agent")
+        );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn data_file_rows_are_all_valid() {
+        for (cat, name, needle) in builtin_rows() {
+            assert!(
+                cat == "allow" || cat == "unknown_bot" || Category::parse(cat).is_some(),
+                "bad category {cat}"
+            );
+            assert!(
+                !name.is_empty() && !needle.is_empty() && needle.trim() == needle,
+                "{name}: {needle:?}"
+            );
+        }
+        assert!(builtin_rows().count() > 300);
+    }
+}
