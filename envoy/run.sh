@@ -43,6 +43,9 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstream 'prod' (admin http://
   curl -s 127.0.0.1:8080/anything
   curl -s '127.0.0.1:8080/some/path?q=1' -H 'x-user-id: 42'
   curl -s 127.0.0.1:8080/status/418 -o /dev/null -w '%{http_code}\n'
+  curl -s 127.0.0.1:8080/x -A 'python-requests/2.32' | grep x-bot        # bot detection: tagged
+  curl -s 127.0.0.1:8080/x -A 'sqlmap/1.8' -w ' %{http_code}\n'          # scanner: blocked
+  curl -s 127.0.0.1:8080/x -A 'Googlebot/2.1' -w ' %{http_code}\n'       # impersonator: blocked
   for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/api/x; done; echo   # rate limit: 10 burst, 5/s
   curl -si 127.0.0.1:8080/api/x | grep -i ratelimit
   curl -s 127.0.0.1:9901/stats/prometheus | grep '^rate_limit_'

@@ -110,8 +110,44 @@ fn rows() -> Vec<Row> {
             path: "/api/items",
             headers: vec![],
         },
+        Row {
+            name: "bot_detection.wasm, browser request (allowed)",
+            gateway: base().wasm(WasmFilter::new(
+                "bot_detection",
+                wasm("bot_detection"),
+                json!({}),
+            )),
+            path: "/",
+            headers: BROWSER_HEADERS.to_vec(),
+        },
+        Row {
+            name: "bot_detection.wasm, known bot (tagged)",
+            gateway: base().wasm(WasmFilter::new(
+                "bot_detection",
+                wasm("bot_detection"),
+                json!({}),
+            )),
+            path: "/",
+            headers: vec![
+                (
+                    "user-agent",
+                    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+                ),
+                ("accept", "*/*"),
+            ],
+        },
     ]
 }
+
+/// What a desktop Chrome sends on a page load over plain HTTP.
+const BROWSER_HEADERS: &[(&str, &str)] = &[
+    ("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+    ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"),
+    ("accept-language", "en-US,en;q=0.9"),
+    ("accept-encoding", "gzip, deflate"),
+    ("upgrade-insecure-requests", "1"),
+    ("cookie", "session=4f2a9c0e1b7d4e3f8a6b5c4d3e2f1a0b; prefs=dark"),
+];
 
 /// A rule every request matches and none exceeds: the cost of the common, allowed path (bucket
 /// in shared data, leased per worker at this rate; `RateLimit` headers on the response).

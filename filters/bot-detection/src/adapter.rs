@@ -14,12 +14,13 @@ use proxy_wasm::types::{Action as ProxyAction, ContextType, LogLevel, MetricType
 
 use crate::category::Category;
 use crate::config::{Action, Config, FingerprintSource, Mode};
-use crate::detect::{decide, Signals};
+use crate::detect::{decide_with, Signals};
+use crate::ua::UaCache;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { state: None, pending: Rc::default() })
+        Box::new(Root { state: None, pending: Rc::default(), cache: Rc::default() })
     });
 }}
 
@@ -43,6 +44,8 @@ struct State {
 struct Root {
     state: Option<Rc<State>>,
     pending: Rc<RefCell<BatchedCounters>>,
+    /// This worker's user-agent classifications (reset with each configuration).
+    cache: Rc<RefCell<UaCache>>,
 }
 
 impl Context for Root {}
@@ -102,6 +105,7 @@ impl RootContext for Root {
             p.flush();
         }
         self.state = Some(Rc::new(State { cfg, metrics }));
+        self.cache = Rc::default();
         self.set_tick_period(FLUSH_PERIOD);
         true
     }
@@ -120,6 +124,7 @@ impl RootContext for Root {
         Some(Box::new(Filter {
             state: self.state.clone(),
             pending: self.pending.clone(),
+            cache: self.cache.clone(),
         }))
     }
 }
@@ -127,6 +132,7 @@ impl RootContext for Root {
 struct Filter {
     state: Option<Rc<State>>,
     pending: Rc<RefCell<BatchedCounters>>,
+    cache: Rc<RefCell<UaCache>>,
 }
 
 impl Context for Filter {}
@@ -162,23 +168,31 @@ impl HttpContext for Filter {
             );
             return ProxyAction::Continue;
         };
+        let fp_header = match cfg.fingerprint.as_ref().map(|f| &f.source) {
+            Some(FingerprintSource::Header(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        let (mut signals, ours) = scan(&h, &cfg.headers, fp_header);
         // The upstream must only ever see our verdict: drop client-sent copies, in every mode.
-        for name in &cfg.headers {
-            if h.contains(name) {
+        for (i, name) in cfg.headers.iter().enumerate() {
+            if ours & (1 << i) != 0 {
                 self.set_http_request_header(name, None);
             }
         }
         let filter_state;
-        let fingerprint = match cfg.fingerprint.as_ref().map(|f| &f.source) {
-            Some(FingerprintSource::Header(name)) => h.get(name),
-            Some(FingerprintSource::FilterState(key)) => {
-                filter_state = self.get_property(vec!["filter_state", key]);
-                filter_state.as_deref()
-            }
-            None => None,
+        if let Some(FingerprintSource::FilterState(key)) =
+            cfg.fingerprint.as_ref().map(|f| &f.source)
+        {
+            filter_state = self.get_property(vec!["filter_state", key]);
+            signals.fingerprint = filter_state.as_deref();
+        }
+        let class = match self.cache.try_borrow_mut() {
+            Ok(mut c) => cfg
+                .matcher
+                .classify_cached(signals.user_agent.unwrap_or(b""), &mut c),
+            Err(_) => cfg.matcher.classify(signals.user_agent.unwrap_or(b"")),
         };
-        let signals = signals(&h, fingerprint);
-        let v = decide(cfg, &signals, &|| self.client_ip());
+        let v = decide_with(cfg, &signals, class, &|| self.client_ip());
 
         if let Ok(mut p) = self.pending.try_borrow_mut() {
             let m = &state.metrics;
@@ -227,13 +241,33 @@ impl HttpContext for Filter {
     }
 }
 
-fn signals<'a>(h: &HeaderMapView<'a>, fingerprint: Option<&'a [u8]>) -> Signals<'a> {
-    Signals {
-        user_agent: h.get("user-agent"),
-        accept: h.contains("accept"),
-        accept_language: h.contains("accept-language"),
-        sec_ch_ua: h.get("sec-ch-ua"),
-        sec_ch_ua_platform: h.get("sec-ch-ua-platform"),
-        fingerprint,
+/// One pass over the request headers: the signals, and a bit per header of ours the client sent.
+fn scan<'a>(
+    h: &HeaderMapView<'a>,
+    ours: &[String; 4],
+    fp_header: Option<&str>,
+) -> (Signals<'a>, u8) {
+    let mut s = Signals::default();
+    let mut present = 0u8;
+    for (name, value) in h.iter() {
+        match name {
+            b"user-agent" => s.user_agent = Some(value),
+            b"accept" => s.accept = true,
+            b"accept-language" => s.accept_language = true,
+            b"sec-ch-ua" => s.sec_ch_ua = Some(value),
+            b"sec-ch-ua-platform" => s.sec_ch_ua_platform = Some(value),
+            n if n.first() == Some(&b':') => {}
+            n => {
+                if fp_header.is_some_and(|f| f.as_bytes() == n) {
+                    s.fingerprint = Some(value);
+                }
+                for (i, o) in ours.iter().enumerate() {
+                    if o.as_bytes() == n {
+                        present |= 1 << i;
+                    }
+                }
+            }
+        }
     }
+    (s, present)
 }

@@ -53,14 +53,24 @@ pub fn decide<'c>(
     s: &Signals<'_>,
     client_ip: &dyn Fn() -> Option<IpAddr>,
 ) -> Verdict<'c> {
+    let class = cfg.matcher.classify(s.user_agent.unwrap_or(b""));
+    decide_with(cfg, s, class, client_ip)
+}
+
+/// [`decide`] with the user-agent already classified (e.g. through a [`crate::ua::UaCache`]).
+pub fn decide_with<'c>(
+    cfg: &'c Config,
+    s: &Signals<'_>,
+    class: UaClass<'c>,
+    client_ip: &dyn Fn() -> Option<IpAddr>,
+) -> Verdict<'c> {
     let ua = s.user_agent.unwrap_or(b"");
-    let (mut category, mut name, mut score): (Category, Option<&'c str>, u8) =
-        match cfg.matcher.classify(ua) {
-            UaClass::Empty => (Category::UnknownBot, Some("empty user-agent"), 5),
-            UaClass::Matched(c, n) => (c, Some(n), c.base_score()),
-            UaClass::NotBrowser(why) => (Category::UnknownBot, Some(why), 20),
-            UaClass::Browser => (Category::Human, None, 100),
-        };
+    let (mut category, mut name, mut score): (Category, Option<&'c str>, u8) = match class {
+        UaClass::Empty => (Category::UnknownBot, Some("empty user-agent"), 5),
+        UaClass::Matched(c, n) => (c, Some(n), c.base_score()),
+        UaClass::NotBrowser(why) => (Category::UnknownBot, Some(why), 20),
+        UaClass::Browser => (Category::Human, None, 100),
+    };
     let mut verified = false;
     if let Some(bot) = cfg.verified_bots.iter().find(|b| {
         b.user_agent_contains

@@ -1,6 +1,6 @@
 //! `cargo run -p bot-detection --bin classify [-- --config FILE] [--ip ADDR]`: reads user agents,
 //! one per line, on stdin and prints the verdict for each, tab-separated:
-//! `category  score  action  name  user-agent`. With `--config`, the filter configuration (JSON)
+//! `category  score  verified  action  name  user-agent`. With `--config`, the filter configuration (JSON)
 //! is used, else the defaults; `--ip` sets the client address for verified-bot checks. Other
 //! headers are taken as a browser sends them (accept and accept-language present).
 
@@ -58,9 +58,10 @@ fn main() -> ExitCode {
         let v = decide(&cfg, &s, &|| ip);
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}",
             v.category.as_str(),
             v.score,
+            if v.verified { "verified" } else { "-" },
             v.action.as_str(),
             v.name.unwrap_or("-"),
             String::from_utf8_lossy(ua)
