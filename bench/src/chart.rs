@@ -30,7 +30,7 @@ pub fn render(path: &Path, rows: &[Summary], rounds: usize) -> Result<()> {
 
     let n = rows.len();
     let height = 140 + 48 * n as u32;
-    let root = BitMapBackend::new(path, (1100, height)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1300, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let lo = rows.iter().map(|r| r.added_us).fold(0.0_f64, f64::min);
     let hi = rows.iter().map(|r| r.added_us).fold(0.0_f64, f64::max);
@@ -49,7 +49,7 @@ pub fn render(path: &Path, rows: &[Summary], rounds: usize) -> Result<()> {
         )
         .margin(16)
         .x_label_area_size(40)
-        .y_label_area_size(330)
+        .y_label_area_size(470)
         .build_cartesian_2d(x0..x1, (0..n).into_segmented())
         .map_err(|e| anyhow!("{e}"))?;
     chart

@@ -91,7 +91,7 @@ fn rows() -> Vec<Row> {
             headers: vec![("x-api-key", "bench-client-1")],
         },
         Row {
-            name: "rate_limit.wasm, no rule applies (reads :path only)",
+            name: "rate_limit.wasm, no rule applies (one header-map read)",
             gateway: base().wasm(WasmFilter::new(
                 "rate_limit",
                 wasm("rate_limit"),

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use edge_common::cidr::parse_net;
-use edge_common::{parse_config, CidrSet, ConfigError};
+use edge_common::{header_name, parse_config, valid_header_value, CidrSet, ConfigError};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -349,7 +349,7 @@ impl Config {
             Some(f) => {
                 let source = match (f.header, f.filter_state) {
                     (Some(h), None) => {
-                        FingerprintSource::Header(header_name("tls_fingerprint.header", &h)?)
+                        FingerprintSource::Header(header_name("tls_fingerprint.header", &h, false)?)
                     }
                     (None, Some(k)) if !k.is_empty() => FingerprintSource::FilterState(k),
                     _ => {
@@ -421,10 +421,10 @@ impl Config {
         }
         let h = raw.headers;
         let headers = [
-            header_name("headers.score", &h.score)?,
-            header_name("headers.category", &h.category)?,
-            header_name("headers.name", &h.name)?,
-            header_name("headers.verified", &h.verified)?,
+            header_name("headers.score", &h.score, false)?,
+            header_name("headers.category", &h.category, false)?,
+            header_name("headers.name", &h.name, false)?,
+            header_name("headers.verified", &h.verified, false)?,
         ];
         Ok(Config {
             mode: raw.mode,
@@ -467,23 +467,4 @@ fn default_policy() -> Vec<RawPolicyRule> {
             Action::Tag,
         ),
     ]
-}
-
-fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && !name.starts_with(':')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !ok {
-        return Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a header name"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
-fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }

@@ -73,6 +73,28 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
     Ok(value)
 }
 
+/// Checks a header name from configuration (an RFC 9110 token; with `pseudo`, a leading `:` as in
+/// `:authority` is allowed too) and returns it lowercase, as Envoy stores header names.
+pub fn header_name(field: &str, name: &str, pseudo: bool) -> Result<String, ConfigError> {
+    let token = name.strip_prefix(':').filter(|_| pseudo).unwrap_or(name);
+    let ok = !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Whether a configured string can be sent as a header value as is (visible ASCII, space, tab).
+pub fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +173,23 @@ mod tests {
         let err = parse_config::<Root>(br#"{"rules":["#).unwrap_err();
         assert!(err.message.contains("EOF"), "{err}");
         assert_eq!(err.to_string().lines().count(), 1);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn header_names_and_values() {
+        assert_eq!(header_name("f", "X-Api-Key", false).unwrap(), "x-api-key");
+        assert_eq!(header_name("f", ":authority", true).unwrap(), ":authority");
+        assert_eq!(
+            header_name("f", ":authority", false).unwrap_err().field,
+            "f"
+        );
+        for bad in ["", ":", "a b", "a:b", "caf\u{e9}"] {
+            assert!(header_name("f", bad, true).is_err(), "{bad:?}");
+        }
+        assert!(valid_header_value("text/plain; charset=utf-8"));
+        assert!(!valid_header_value("a\nb"));
+        assert!(!valid_header_value("caf\u{e9}"));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

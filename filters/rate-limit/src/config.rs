@@ -1,7 +1,7 @@
 //! Configuration: the JSON users write (serde types, unknown fields refused) and its validated,
 //! pre-compiled form (regexes built, buckets computed, names checked) produced once at configure.
 
-use edge_common::{parse_config, ConfigError};
+use edge_common::{header_name, parse_config, valid_header_value, ConfigError};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -332,7 +332,7 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
     let mut headers = Vec::with_capacity(m.headers.len());
     for (i, h) in m.headers.into_iter().enumerate() {
         headers.push((
-            header_name(&format!("match.headers[{i}].name"), &h.name)?,
+            header_name(&format!("match.headers[{i}].name"), &h.name, true)?,
             h.equals,
         ));
     }
@@ -347,7 +347,7 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
         key.push(match part {
             RawKeyPart::ClientIp => KeyPart::ClientIp,
             RawKeyPart::Header { name } => {
-                KeyPart::Header(header_name(&format!("key[{i}].name"), &name)?)
+                KeyPart::Header(header_name(&format!("key[{i}].name"), &name, true)?)
             }
             RawKeyPart::Path => KeyPart::Path,
             RawKeyPart::Method => KeyPart::Method,
@@ -445,24 +445,6 @@ fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b));
-    if !ok {
-        return Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a header name"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
-fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]
