@@ -30,7 +30,7 @@ COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker
 export EDGE_ENVOY_RUNTIME
 
 .PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora build echo images run compose test test-unit \
-        test-v8 test-integration bench fmt lint sweep clean
+        test-v8 test-integration bench fuzz fmt lint sweep clean
 
 help:
 	@echo "make run | test | bench | build | images | compose | setup | fmt | lint | sweep | clean"
@@ -134,6 +134,17 @@ sweep:
 bench: setup build
 	cargo build --release -p edge-bench
 	ENVOY_BIN=$(ENVOY_BIN) target/release/edge-bench
+
+## ---------------------------------------------------------------- fuzz
+# Not part of `make test`: needs a nightly toolchain and cargo-fuzz (both installed here if
+# missing). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := header_map rate_limit_config rate_limit_request bot_detection_config bot_detection_request
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install --quiet cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 ## ---------------------------------------------------------------- hygiene
 fmt:
