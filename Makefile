@@ -24,7 +24,7 @@ WASM_DIR       := target/wasm32-wasip1/release
 FILTER_PKGS    := noop-filter rate-limit bot-detection
 FILTER_WASMS   := noop rate_limit bot_detection
 # Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
-V8_TEST_PKGS   := edge-common rate-limit bot-detection
+V8_TEST_PKGS   := edge-common rate-limit bot-detection cdn-signing
 SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
