@@ -21,8 +21,8 @@ ENVOY_IMAGE    ?= edge-envoy:$(ENVOY_VERSION)
 ECHO_IMAGE     ?= edge-echo:latest
 WASM_DIR       := target/wasm32-wasip1/release
 # Filter crates built to .wasm (package names) and the .wasm files they produce.
-FILTER_PKGS    := noop-filter rate-limit bot-detection
-FILTER_WASMS   := noop rate_limit bot_detection
+FILTER_PKGS    := noop-filter rate-limit bot-detection cdn-signing
+FILTER_WASMS   := noop rate_limit bot_detection cdn_signing
 # Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
 V8_TEST_PKGS   := edge-common rate-limit bot-detection cdn-signing
 SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)

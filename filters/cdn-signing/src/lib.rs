@@ -6,4 +6,9 @@
 //! with known-answer and reference-implementation tests. Still to do: CloudFront (RSA), the
 //! configuration, the Proxy-Wasm adapter, the `sign` command, Envoy tests (see the issue).
 
+pub mod config;
 pub mod schemes;
+pub mod verify;
+
+#[cfg(target_os = "wasi")]
+mod adapter;
