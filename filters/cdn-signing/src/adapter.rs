@@ -149,13 +149,11 @@ impl HttpContext for Filter {
             } => h.get_str(token_name),
             _ => None,
         };
-        // The client address only matters to Akamai (`ip=`) and secure_link ($remote_addr).
-        let client = match route.scheme {
-            Scheme::Google { .. } => None,
-            _ => self
-                .get_property(vec!["source", "address"])
+        // Looked up only for an Akamai token bound to an `ip` or a `$remote_addr` expression.
+        let client = || {
+            self.get_property(vec!["source", "address"])
                 .and_then(|b| edge_common::ip::parse_address_ip_bytes(&b))
-                .map(|ip| ip.to_string()),
+                .map(|ip| ip.to_string())
         };
         let now = self
             .get_current_time()
@@ -168,7 +166,7 @@ impl HttpContext for Filter {
             method,
             cookie: h.get_str("cookie"),
             token_header,
-            client_ip: client.as_deref(),
+            client_ip: &client,
             now,
         };
         let Some(out) = verify(cfg, &req) else {

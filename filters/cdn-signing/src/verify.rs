@@ -7,7 +7,7 @@ use crate::config::{Config, Location, Route, Scheme};
 use crate::schemes::{akamai, google, secure_link, Refusal};
 
 /// The request attributes verification reads.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     pub scheme: &'a str,
     pub authority: &'a str,
@@ -17,7 +17,8 @@ pub struct Request<'a> {
     pub cookie: Option<&'a str>,
     /// Value of the header an Akamai route reads its token from, if it uses one.
     pub token_header: Option<&'a str>,
-    pub client_ip: Option<&'a str>,
+    /// The client address, looked up only when a token or expression needs it.
+    pub client_ip: &'a dyn Fn() -> Option<String>,
     /// Unix seconds.
     pub now: u64,
 }
@@ -98,10 +99,15 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             expires_param,
             hmac_keys,
         } => {
+            let addr = if parts.contains(&secure_link::Part::RemoteAddr) {
+                (r.client_ip)().unwrap_or_default()
+            } else {
+                String::new()
+            };
             let vars = secure_link::Vars {
                 expires: query_param(query, expires_param).unwrap_or(""),
                 uri: path_only,
-                remote_addr: r.client_ip.unwrap_or(""),
+                remote_addr: &addr,
                 host: r.authority,
             };
             secure_link::verify(
@@ -152,7 +158,7 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn google_route_verifies_and_strips() {
         let cfg = Config::from_json(br#"{"routes":[{"name":"v","path_prefix":"/index","verify":{"scheme":"google_cdn","keys":{"my-key":"nZtRohdNF9m3cKM24IcK4w=="}}}]}"#).unwrap();
-        let r = Request { scheme: "http", authority: "35.186.234.33", path: "/index.html?Expires=1549751401&KeyName=my-key&Signature=CRFqQnVfFyiUyR63OQf-HRUpIwc=", method: "GET", now: 1549751000, ..Default::default() };
+        let r = Request { scheme: "http", authority: "35.186.234.33", path: "/index.html?Expires=1549751401&KeyName=my-key&Signature=CRFqQnVfFyiUyR63OQf-HRUpIwc=", method: "GET", now: 1549751000, cookie: None, token_header: None, client_ip: &|| None };
         let o = verify(&cfg, &r).unwrap();
         assert_eq!(o.result, Ok(()));
         assert_eq!(o.stripped_path.as_deref(), Some("/index.html"));
@@ -189,9 +195,10 @@ mod tests {
             authority: "h",
             path: "/s/link?md5=_e4Nc3iduzkWRm01TBBNYw&expires=2147483647&keep=1",
             method: "GET",
-            client_ip: Some("127.0.0.1"),
+            client_ip: &|| Some("127.0.0.1".into()),
             now: 2_000_000_000,
-            ..Default::default()
+            cookie: None,
+            token_header: None,
         };
         let o = verify(&cfg, &r).unwrap();
         assert_eq!(

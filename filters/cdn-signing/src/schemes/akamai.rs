@@ -200,11 +200,12 @@ pub fn parse(token: &str) -> Result<Token<'_>, Refusal> {
 }
 
 /// The request a token is checked against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Check<'a> {
     /// The request path (without the token parameter), for ACLs and URL tokens.
     pub path: &'a str,
-    pub client_ip: Option<&'a str>,
+    /// The client address, looked up only for tokens bound to an `ip`.
+    pub client_ip: &'a dyn Fn() -> Option<String>,
     pub now: u64,
     pub leeway: u64,
     pub salt: Option<&'a str>,
@@ -240,9 +241,7 @@ pub fn verify(token: &str, keys: &[(Vec<u8>, Algorithm)], c: &Check<'_>) -> Resu
     check_time(c.now, t.start, t.exp, c.leeway)?;
     if let Some(ip) = t.ip {
         // Tokens minted with escape_early carry the escaped form.
-        let same = c
-            .client_ip
-            .is_some_and(|cl| ip == cl || ip == escape_early(cl));
+        let same = (c.client_ip)().is_some_and(|cl| ip == cl || ip == escape_early(&cl));
         if !same {
             return Err(Refusal::WrongScope);
         }
@@ -317,7 +316,7 @@ mod tests {
         let keys = vec![(key(), Algorithm::Sha256)];
         let c = Check {
             path: "/videos/a/b.mp4",
-            client_ip: None,
+            client_ip: &|| None,
             now: 1_700_000_100,
             leeway: 0,
             salt: None,
@@ -392,7 +391,7 @@ mod tests {
         let keys = vec![(key(), Algorithm::Md5)];
         let c = Check {
             path: "/a b/c.mp4",
-            client_ip: Some("192.0.2.1"),
+            client_ip: &|| Some("192.0.2.1".into()),
             now: 1_900_000_000,
             leeway: 0,
             salt: Some("pepper"),
@@ -415,7 +414,7 @@ mod tests {
                 &tok,
                 &keys,
                 &Check {
-                    client_ip: Some("192.0.2.2"),
+                    client_ip: &|| Some("192.0.2.2".into()),
                     ..c
                 }
             ),
@@ -479,7 +478,7 @@ mod tests {
         );
         let c = Check {
             path: "/any/thing",
-            client_ip: None,
+            client_ip: &|| None,
             now: 1_900_000_000,
             leeway: 0,
             salt: None,
