@@ -23,8 +23,48 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A CloudFront key pair made at test time by `cryptography`: (public key PEM, private key PEM).
+fn cloudfront_keys() -> (String, String) {
+    let py = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let script = "from cryptography.hazmat.primitives import serialization as s\nfrom cryptography.hazmat.primitives.asymmetric import rsa\nk=rsa.generate_private_key(public_exponent=65537,key_size=2048)\nprint(k.public_key().public_bytes(s.Encoding.PEM,s.PublicFormat.SubjectPublicKeyInfo).decode()+'|'+k.private_bytes(s.Encoding.PEM,s.PrivateFormat.PKCS8,s.NoEncryption()).decode(),end='')";
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (public, private) = text.split_once('|').unwrap();
+    (public.to_string(), private.to_string())
+}
+
+/// botocore's CloudFrontSigner signs `url` (canned policy) with the private key.
+fn cloudfront_sign(private: &str, url: &str, expires: u64) -> String {
+    let py = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let script = format!(
+        "import datetime\nfrom botocore.signers import CloudFrontSigner\nfrom cryptography.hazmat.primitives import hashes, serialization\nfrom cryptography.hazmat.primitives.asymmetric import padding\nk=serialization.load_pem_private_key({private:?}.encode(),None)\ns=CloudFrontSigner('KCF1',lambda m:k.sign(m,padding.PKCS1v15(),hashes.SHA1()))\nprint(s.generate_presigned_url({url:?},date_less_than=datetime.datetime.fromtimestamp({expires},datetime.timezone.utc)),end='')"
+    );
+    let out = std::process::Command::new(py)
+        .args(["-c", &script])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 async fn gateway() -> RunningGateway {
-    let config = json!({
+    gateway_with(None).await
+}
+
+async fn gateway_with(cloudfront_pem: Option<&str>) -> RunningGateway {
+    let mut config = json!({
         "leeway_seconds": 0,
         "expired_status": 410,
         "routes": [
@@ -35,6 +75,9 @@ async fn gateway() -> RunningGateway {
                 "keys": [{"hex": "00ff"}, {"hex": AKAMAI_KEY}]}}
         ]
     });
+    if let (Some(pem), Some(routes)) = (cloudfront_pem, config["routes"].as_array_mut()) {
+        routes.push(json!({"name": "cf", "path_prefix": "/cf/", "verify": {"scheme": "cloudfront", "keys": {"KCF1": pem}}}));
+    }
     Gateway::new()
         .runtime(common::runtime())
         .wasm(WasmFilter::new(
@@ -185,6 +228,32 @@ async fn nginx_secure_link_published_vector_and_akamai_acl_tokens() {
     assert_eq!(
         reason(&gw, "/videos/1.ts?__token__=exp=oops~hmac=00", &[]).await,
         (403, Some("malformed".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudfront_urls_signed_by_botocore_verify_in_envoy() {
+    let (public, private) = cloudfront_keys();
+    let gw = gateway_with(Some(&public)).await;
+    let signed = cloudfront_sign(
+        &private,
+        &format!("{}/cf/movie.mp4?q=1", gw.url),
+        now() + 600,
+    );
+    let path = signed.strip_prefix(&gw.url).unwrap().to_string();
+    let seen = gw.echo(&path, &[]).await.unwrap();
+    assert_eq!(
+        seen.uri, "/cf/movie.mp4?q=1",
+        "CloudFront parameters stripped"
+    );
+    assert_eq!(
+        reason(&gw, &path.replace("q=1", "q=2"), &[]).await,
+        (403, Some("bad_signature".into()))
+    );
+    let expired = cloudfront_sign(&private, &format!("{}/cf/movie.mp4", gw.url), now() - 5);
+    assert_eq!(
+        reason(&gw, expired.strip_prefix(&gw.url).unwrap(), &[]).await,
+        (410, Some("expired".into()))
     );
 }
 

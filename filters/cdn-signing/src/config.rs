@@ -76,6 +76,10 @@ pub enum RawScheme {
         #[serde(default = "yes")]
         cookie: bool,
     },
+    Cloudfront {
+        /// Key-Pair-Id (public key id) → RSA public key in PEM.
+        keys: std::collections::BTreeMap<String, String>,
+    },
     SecureLink {
         expression: String,
         #[serde(default = "default_md5_param")]
@@ -148,6 +152,9 @@ pub enum Scheme {
     Google {
         keys: Vec<(String, Vec<u8>)>,
         cookie: bool,
+    },
+    Cloudfront {
+        keys: Vec<(String, crate::schemes::cloudfront::CfKey)>,
     },
     SecureLink {
         parts: Vec<Part>,
@@ -269,6 +276,18 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
                 out.push((name, k));
             }
             Scheme::Google { keys: out, cookie }
+        }
+        RawScheme::Cloudfront { keys } => {
+            if keys.is_empty() {
+                return Err(ConfigError::new("keys", "at least one key is required"));
+            }
+            let mut out = Vec::new();
+            for (id, pem) in keys {
+                let k = crate::schemes::cloudfront::parse_public_key(&pem)
+                    .map_err(|m| ConfigError::new(format!("keys.{id}"), m))?;
+                out.push((id, crate::schemes::cloudfront::CfKey::new(k)));
+            }
+            Scheme::Cloudfront { keys: out }
         }
         RawScheme::SecureLink {
             expression,

@@ -4,7 +4,7 @@
 use edge_common::http::{cookie, query_param, split_path, strip_query_params};
 
 use crate::config::{Config, Location, Route, Scheme};
-use crate::schemes::{akamai, google, secure_link, Refusal};
+use crate::schemes::{akamai, cloudfront, google, secure_link, Refusal};
 
 /// The request attributes verification reads.
 #[derive(Clone, Copy)]
@@ -93,6 +93,18 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             }
             res
         }
+        Scheme::Cloudfront { keys } => {
+            let lookup = |id: &str| keys.iter().find(|(k, _)| k == id).map(|(_, k)| k);
+            let full = format!("{}://{}{}", r.scheme, r.authority, r.path);
+            let ip = || (r.client_ip)().and_then(|s| s.parse().ok());
+            let check = cloudfront::Check {
+                url: &full,
+                client_ip: &ip,
+                now: r.now,
+                leeway: cfg.leeway,
+            };
+            cloudfront::verify_url(&check, &lookup)
+        }
         Scheme::SecureLink {
             parts,
             token_param,
@@ -131,6 +143,12 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             Scheme::Akamai { .. } => None,
             Scheme::Google { .. } => strip_query_params(r.path, |n| {
                 matches!(n, "Expires" | "KeyName" | "Signature" | "URLPrefix")
+            }),
+            Scheme::Cloudfront { .. } => strip_query_params(r.path, |n| {
+                matches!(
+                    n,
+                    "Expires" | "Policy" | "Signature" | "Key-Pair-Id" | "Hash-Algorithm"
+                )
             }),
             Scheme::SecureLink {
                 token_param,

@@ -205,3 +205,106 @@ fn tokens_minted_by_the_reference_verify_and_ours_are_identical() {
         }
     }
 }
+
+/// CloudFront: botocore's `CloudFrontSigner` (with a `cryptography` RSA key generated at test
+/// time) signs canned and custom-policy URLs; ours verify them and refuse tampers and scope.
+#[test]
+fn cloudfront_urls_signed_by_botocore_verify() {
+    use cdn_signing::schemes::cloudfront::{self, Check as CfCheck};
+    let script = r#"
+import datetime, json
+from botocore.signers import CloudFrontSigner
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+s1 = CloudFrontSigner("K2JCJMDEHXQW5F", lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA1()))
+t = lambda e: datetime.datetime.fromtimestamp(e, datetime.timezone.utc)
+canned = s1.generate_presigned_url("https://d111111abcdef8.cloudfront.net/videos/a.mp4?q=1", date_less_than=t(2000000000))
+policy = s1.build_policy("https://d111111abcdef8.cloudfront.net/videos/*", t(2000000000), date_greater_than=t(1900000000), ip_address="198.51.100.0/24")
+custom = s1.generate_presigned_url("https://d111111abcdef8.cloudfront.net/videos/b.mp4", policy=policy)
+s256 = CloudFrontSigner("K2JCJMDEHXQW5F", lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA256()))
+sha256 = s256.generate_presigned_url("https://d111111abcdef8.cloudfront.net/c.mp4", date_less_than=t(2000000000)) + "&Hash-Algorithm=SHA256"
+print(json.dumps({"pem": pem, "canned": canned, "custom": custom, "sha256": sha256}))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    let key = cloudfront::CfKey::new(cloudfront::parse_public_key(&s("pem")).unwrap());
+    let lookup = |id: &str| (id == "K2JCJMDEHXQW5F").then_some(&key);
+    let inside = || "198.51.100.9".parse().ok();
+    let outside = || "203.0.113.9".parse().ok();
+    let check = |url: &str, ip: &dyn Fn() -> Option<std::net::IpAddr>, now| {
+        cloudfront::verify_url(
+            &CfCheck {
+                url,
+                client_ip: ip,
+                now,
+                leeway: 0,
+            },
+            &lookup,
+        )
+    };
+    let canned = s("canned");
+    assert_eq!(check(&canned, &inside, 1_950_000_000), Ok(()));
+    assert_eq!(
+        check(&canned, &inside, 2_000_000_000),
+        Err(Refusal::Expired)
+    );
+    assert_eq!(
+        check(&canned.replace("q=1", "q=2"), &inside, 1_950_000_000),
+        Err(Refusal::BadSignature)
+    );
+    assert_eq!(
+        check(
+            &canned.replace("Expires=2000000000", "Expires=2000000001"),
+            &inside,
+            1_950_000_000
+        ),
+        Err(Refusal::BadSignature)
+    );
+    assert_eq!(
+        check(
+            &canned.replace("K2JCJMDEHXQW5F", "KOTHER"),
+            &inside,
+            1_950_000_000
+        ),
+        Err(Refusal::BadSignature)
+    );
+    let custom = s("custom");
+    assert_eq!(check(&custom, &inside, 1_950_000_000), Ok(()));
+    assert_eq!(
+        check(&custom, &outside, 1_950_000_000),
+        Err(Refusal::WrongScope)
+    );
+    assert_eq!(
+        check(&custom, &inside, 1_800_000_000),
+        Err(Refusal::NotYetValid)
+    );
+    assert_eq!(
+        check(
+            &custom.replace("/videos/b.mp4", "/audio/b.mp4"),
+            &inside,
+            1_950_000_000
+        ),
+        Err(Refusal::WrongScope)
+    );
+    assert_eq!(check(&s("sha256"), &inside, 1_950_000_000), Ok(()));
+    assert_eq!(
+        check(
+            &s("sha256").replace("SHA256", "SHA1"),
+            &inside,
+            1_950_000_000
+        ),
+        Err(Refusal::BadSignature)
+    );
+    assert_eq!(check("https://d/x.mp4", &inside, 1), Err(Refusal::Missing));
+}

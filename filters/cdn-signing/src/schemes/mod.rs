@@ -1,6 +1,7 @@
 //! The signing schemes, as pure functions over strings and bytes.
 
 pub mod akamai;
+pub mod cloudfront;
 pub mod google;
 pub mod secure_link;
 
