@@ -3,21 +3,13 @@
 use std::collections::HashSet;
 
 use edge_common::cidr::parse_net;
+pub use edge_common::Mode;
 use edge_common::{header_name, parse_config, valid_header_value, CidrSet, ConfigError};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::category::Category;
 use crate::ua::{UaMatcher, UserPattern};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// Classify, count and log, but never block, tag or otherwise change a request.
-    Shadow,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,20 +1,12 @@
 //! Configuration (verify mode): routes, each with one scheme and its keys.
 
+pub use edge_common::Mode;
 use edge_common::{header_name, parse_config, ConfigError};
 use serde::Deserialize;
 
 use crate::schemes::akamai::{self, Algorithm};
 use crate::schemes::google;
 use crate::schemes::secure_link::{self, Part};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// Verify and count, never refuse or strip.
-    Shadow,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

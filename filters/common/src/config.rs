@@ -73,6 +73,16 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
     Ok(value)
 }
 
+/// Every filter's `mode`: `enforce` acts on its decision; `shadow` computes, counts and logs it but
+/// never changes a request or response (each filter's README says what it would have done).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
 /// Checks a header name from configuration (an RFC 9110 token; with `pseudo`, a leading `:` as in
 /// `:authority` is allowed too) and returns it lowercase, as Envoy stores header names.
 pub fn header_name(field: &str, name: &str, pseudo: bool) -> Result<String, ConfigError> {

@@ -1,6 +1,7 @@
 //! Configuration: the JSON users write (serde types, unknown fields refused) and its validated,
 //! pre-compiled form (regexes built, buckets computed, names checked) produced once at configure.
 
+pub use edge_common::Mode;
 use edge_common::{header_name, parse_config, valid_header_value, ConfigError};
 use regex::Regex;
 use serde::Deserialize;
@@ -9,16 +10,6 @@ use crate::bucket::Bucket;
 
 const NS_PER_MS: u64 = 1_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Limited requests get the configured response.
-    #[default]
-    Enforce,
-    /// Nothing is limited and no header is added; would-be limits are counted.
-    Shadow,
-}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

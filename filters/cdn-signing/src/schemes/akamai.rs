@@ -7,9 +7,9 @@
 //! With `escape_early`, `ip`, `id`, `data` and the URL are percent-encoded as Python's
 //! `quote_plus` does (lowercase hex digits) before signing.
 
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 
-use super::{check_time, ct_eq, Refusal};
+use super::{check_time, ct_eq, mac, Refusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -45,19 +45,10 @@ pub fn decode_hex_key(hex: &str) -> Option<Vec<u8>> {
 
 /// HMAC of `msg` as lowercase hex.
 pub fn hmac_hex(key: &[u8], alg: Algorithm, msg: &[u8]) -> String {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
-        match <M as hmac::digest::KeyInit>::new_from_slice(key) {
-            Ok(mut m) => {
-                m.update(msg);
-                m.finalize().into_bytes().to_vec()
-            }
-            Err(_) => Vec::new(),
-        }
-    }
     let raw = match alg {
-        Algorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, msg),
-        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, msg),
-        Algorithm::Md5 => run::<Hmac<md5::Md5>>(key, msg),
+        Algorithm::Sha256 => mac::<Hmac<sha2::Sha256>>(key, msg),
+        Algorithm::Sha1 => mac::<Hmac<sha1::Sha1>>(key, msg),
+        Algorithm::Md5 => mac::<Hmac<md5::Md5>>(key, msg),
     };
     let mut out = String::with_capacity(raw.len() * 2);
     for b in raw {

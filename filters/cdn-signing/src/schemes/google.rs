@@ -13,9 +13,9 @@
 
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 
-use super::{check_time, ct_eq, Refusal};
+use super::{check_time, ct_eq, mac, Refusal};
 
 /// Decodes a key as Google shows it (base64url, padded or not).
 pub fn decode_key(b64: &str) -> Option<Vec<u8>> {
@@ -24,13 +24,7 @@ pub fn decode_key(b64: &str) -> Option<Vec<u8>> {
 }
 
 fn sign_raw(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    match <Hmac<sha1::Sha1> as hmac::digest::KeyInit>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+    mac::<Hmac<sha1::Sha1>>(key, msg)
 }
 
 /// The signature of `msg`, base64url with padding (as Google's examples write it).

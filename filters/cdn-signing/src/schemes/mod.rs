@@ -37,6 +37,17 @@ impl Refusal {
     }
 }
 
+/// The MAC `M` (e.g. `Hmac<Sha1>`) of `msg` under `key` (any key length is valid for HMAC).
+pub fn mac<M: hmac::Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    match <M as hmac::digest::KeyInit>::new_from_slice(key) {
+        Ok(mut m) => {
+            m.update(msg);
+            m.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Constant-time equality of two byte strings (length is not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))

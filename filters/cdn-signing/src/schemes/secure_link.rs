@@ -8,10 +8,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use md5::{Digest, Md5};
 
-use super::{check_time, ct_eq, Refusal};
+use super::{check_time, ct_eq, mac, Refusal};
 
 /// One piece of an expression template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +103,7 @@ fn digest(parts: &[Part], v: &Vars<'_>, hmac_key: Option<&[u8]>) -> Vec<u8> {
     let msg = expand(parts, v);
     match hmac_key {
         None => Md5::digest(msg.as_bytes()).to_vec(),
-        Some(k) => match <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(k) {
-            Ok(mut m) => {
-                m.update(msg.as_bytes());
-                m.finalize().into_bytes().to_vec()
-            }
-            Err(_) => Vec::new(),
-        },
+        Some(k) => mac::<Hmac<sha2::Sha256>>(k, msg.as_bytes()),
     }
 }
 
