@@ -13,6 +13,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::{Config, Location, Mode, Scheme};
 use crate::schemes::Refusal;
+use crate::sign::{apply, Cache, Input};
 use crate::verify::{route_for, verify, Request};
 
 proxy_wasm::main! {{
@@ -23,8 +24,8 @@ proxy_wasm::main! {{
 }}
 
 const FLUSH_PERIOD: Duration = Duration::from_millis(100);
-/// Outcome counters per route, in this order.
-const OUTCOMES: [&str; 7] = [
+/// Counters per route, in this order: the verify outcomes, then `signed`.
+const OUTCOMES: [&str; 8] = [
     "valid",
     "missing",
     "malformed",
@@ -32,7 +33,9 @@ const OUTCOMES: [&str; 7] = [
     "not_yet_valid",
     "wrong_scope",
     "bad_signature",
+    "signed",
 ];
+const SIGNED: usize = 7;
 
 fn outcome_index(r: &Result<(), Refusal>) -> usize {
     match r {
@@ -49,7 +52,9 @@ fn outcome_index(r: &Result<(), Refusal>) -> usize {
 struct State {
     cfg: Config,
     /// `metrics[route][outcome]`.
-    metrics: Vec<[u32; 7]>,
+    metrics: Vec<[u32; 8]>,
+    /// This worker's cached tokens, per route (sign mode).
+    tokens: RefCell<Vec<Cache>>,
 }
 
 struct Root {
@@ -71,7 +76,7 @@ impl RootContext for Root {
         };
         let mut metrics = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
-            let mut ids = [0u32; 7];
+            let mut ids = [0u32; 8];
             for (i, o) in OUTCOMES.iter().enumerate() {
                 let name = format!("cdn_signing.{}.{o}", edge_common::metrics::segment(&r.name));
                 match hostcalls::define_metric(MetricType::Counter, &name) {
@@ -90,7 +95,12 @@ impl RootContext for Root {
         if let Ok(mut p) = self.pending.try_borrow_mut() {
             p.flush();
         }
-        self.state = Some(Rc::new(State { cfg, metrics }));
+        let tokens = RefCell::new(cfg.routes.iter().map(|_| Cache::default()).collect());
+        self.state = Some(Rc::new(State {
+            cfg,
+            metrics,
+            tokens,
+        }));
         self.set_tick_period(FLUSH_PERIOD);
         true
     }
@@ -142,11 +152,11 @@ impl HttpContext for Filter {
             return Action::Continue;
         };
         let token_header = match &route.scheme {
-            Scheme::Akamai {
+            Some(Scheme::Akamai {
                 location: Location::Header,
                 token_name,
                 ..
-            } => h.get_str(token_name),
+            }) => h.get_str(token_name),
             _ => None,
         };
         // Looked up only for an Akamai token bound to an `ip` or a `$remote_addr` expression.
@@ -172,43 +182,89 @@ impl HttpContext for Filter {
         let Some(out) = verify(cfg, &req) else {
             return Action::Continue;
         };
-        if let (Ok(mut p), Some(ids)) =
-            (self.pending.try_borrow_mut(), state.metrics.get(out.route))
-        {
-            if let Some(&id) = ids.get(outcome_index(&out.result)) {
+        let ids = state.metrics.get(out.route);
+        let count = |i: usize| {
+            if let (Ok(mut p), Some(&id)) =
+                (self.pending.try_borrow_mut(), ids.and_then(|m| m.get(i)))
+            {
                 p.add(id, 1);
             }
+        };
+        if out.checked {
+            count(outcome_index(&out.result));
         }
-        if cfg.mode == Mode::Shadow {
-            return Action::Continue;
+        let enforce = cfg.mode == Mode::Enforce;
+        if let (Err(refusal), true) = (out.result, enforce) {
+            let status = if refusal == Refusal::Expired {
+                cfg.expired_status
+            } else {
+                403
+            };
+            let body = format!(
+                "{{\"error\":\"invalid_token\",\"reason\":\"{}\"}}\n",
+                refusal.as_str()
+            );
+            self.send_http_response(
+                status,
+                vec![
+                    ("content-type", "application/json"),
+                    ("x-cdn-signing-reason", refusal.as_str()),
+                ],
+                Some(body.as_bytes()),
+            );
+            return Action::Pause;
         }
-        match out.result {
-            Ok(()) => {
-                if let Some(p) = out.stripped_path {
-                    self.set_http_request_header(":path", Some(&p));
-                }
-                Action::Continue
+        // Shadow mode forwards everything as received, apart from what signing adds.
+        let (path_out, cookie_out) = if enforce {
+            (out.stripped_path, out.stripped_cookie)
+        } else {
+            (None, None)
+        };
+        let mut new_path = path_out;
+        let mut new_cookie = cookie_out;
+        if enforce && out.strip_header {
+            if let Some(Scheme::Akamai { token_name, .. }) = &route.scheme {
+                self.set_http_request_header(token_name, None);
             }
-            Err(refusal) => {
-                let status = if refusal == Refusal::Expired {
-                    cfg.expired_status
-                } else {
-                    403
-                };
-                let body = format!(
-                    "{{\"error\":\"invalid_token\",\"reason\":\"{}\"}}\n",
-                    refusal.as_str()
-                );
-                self.send_http_response(
-                    status,
-                    vec![
-                        ("content-type", "application/json"),
-                        ("x-cdn-signing-reason", refusal.as_str()),
-                    ],
-                    Some(body.as_bytes()),
-                );
-                Action::Pause
-            }
         }
+        if let Some(signer) = &route.sign {
+            let cur_path = new_path.as_deref().unwrap_or(path);
+            let input = Input {
+                scheme: req.scheme,
+                authority: req.authority,
+                path: cur_path,
+                now,
+            };
+            let additions = match state.tokens.try_borrow_mut() {
+                Ok(mut caches) => match caches.get_mut(out.route) {
+                    Some(c) => c.additions(signer, &input),
+                    None => signer.mint(&input),
+                },
+                Err(_) => signer.mint(&input),
+            };
+            let cur_cookie = match &new_cookie {
+                Some(c) => Some(c.as_str()),
+                None => req.cookie,
+            };
+            let rw = apply(cur_path, cur_cookie, additions);
+            if let Some(p) = rw.path {
+                new_path = Some(p);
+            }
+            if let Some(c) = rw.cookie {
+                new_cookie = Some(c);
+            }
+            if let Some((name, value)) = rw.header {
+                self.set_http_request_header(&name, Some(&value));
+            }
+            count(SIGNED);
+        }
+        if let Some(p) = new_path {
+            self.set_http_request_header(":path", Some(&p));
+        }
+        if let Some(c) = new_cookie {
+            let v = (!c.is_empty()).then_some(c.as_str());
+            self.set_http_request_header("cookie", v);
+        }
+        Action::Continue
     }
 }

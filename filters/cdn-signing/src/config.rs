@@ -1,4 +1,4 @@
-//! Configuration (verify mode): routes, each with one scheme and its keys.
+//! Configuration: routes, each verifying one scheme with its keys, signing what it forwards, or both.
 
 pub use edge_common::Mode;
 use edge_common::{header_name, parse_config, ConfigError};
@@ -37,7 +37,11 @@ pub struct RawRoute {
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
-    pub verify: RawScheme,
+    #[serde(default)]
+    pub verify: Option<RawScheme>,
+    /// Sign what is forwarded upstream (after verification, when both are set).
+    #[serde(default)]
+    pub sign: Option<RawSign>,
     /// Remove the token and signature parameters from what is forwarded upstream.
     #[serde(default = "yes")]
     pub strip: bool,
@@ -71,6 +75,9 @@ pub enum RawScheme {
     Cloudfront {
         /// Key-Pair-Id (public key id) → RSA public key in PEM.
         keys: std::collections::BTreeMap<String, String>,
+        /// Also accept `CloudFront-*` signed cookies.
+        #[serde(default = "yes")]
+        cookie: bool,
     },
     SecureLink {
         expression: String,
@@ -82,6 +89,72 @@ pub enum RawScheme {
         #[serde(default)]
         hmac_keys: Vec<String>,
     },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawSign {
+    AkamaiEdgeauth {
+        key: RawAkamaiKey,
+        #[serde(default = "default_token_name")]
+        token_name: String,
+        #[serde(default)]
+        location: Location,
+        #[serde(default)]
+        acl: Option<String>,
+        #[serde(default)]
+        salt: Option<String>,
+        #[serde(default)]
+        escape_early: bool,
+        #[serde(default = "default_lifetime")]
+        lifetime_seconds: u64,
+    },
+    GoogleCdn {
+        key_name: String,
+        key: String,
+        #[serde(default)]
+        url_prefix: Option<String>,
+        #[serde(default)]
+        location: Location,
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default = "default_lifetime")]
+        lifetime_seconds: u64,
+    },
+    Cloudfront {
+        key_pair_id: String,
+        private_key: String,
+        #[serde(default = "default_cf_hash")]
+        hash_algorithm: String,
+        #[serde(default)]
+        resource: Option<String>,
+        #[serde(default)]
+        location: Location,
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default = "default_lifetime")]
+        lifetime_seconds: u64,
+    },
+    SecureLink {
+        expression: String,
+        #[serde(default = "default_md5_param")]
+        token_param: String,
+        #[serde(default = "default_expires_param")]
+        expires_param: String,
+        #[serde(default)]
+        hmac_key: Option<String>,
+        #[serde(default)]
+        remote_addr: Option<String>,
+        #[serde(default = "default_lifetime")]
+        lifetime_seconds: u64,
+    },
+}
+
+fn default_lifetime() -> u64 {
+    300
+}
+fn default_cf_hash() -> String {
+    "sha1".into()
 }
 
 fn default_token_name() -> String {
@@ -128,7 +201,8 @@ pub struct Route {
     pub name: String,
     pub path_prefix: Option<String>,
     pub methods: Vec<String>,
-    pub scheme: Scheme,
+    pub scheme: Option<Scheme>,
+    pub sign: Option<crate::sign::Signer>,
     pub strip: bool,
 }
 
@@ -147,6 +221,7 @@ pub enum Scheme {
     },
     Cloudfront {
         keys: Vec<(String, crate::schemes::cloudfront::CfKey)>,
+        cookie: bool,
     },
     SecureLink {
         parts: Vec<Part>,
@@ -190,12 +265,25 @@ impl Config {
                     ));
                 }
             }
-            let scheme = compile_scheme(r.verify).map_err(|e| e.at(&format!("{at}.verify")))?;
+            if r.verify.is_none() && r.sign.is_none() {
+                return Err(ConfigError::new(at, "needs `verify`, `sign` or both"));
+            }
+            let scheme = r
+                .verify
+                .map(compile_scheme)
+                .transpose()
+                .map_err(|e| e.at(&format!("{at}.verify")))?;
+            let sign = r
+                .sign
+                .map(compile_sign)
+                .transpose()
+                .map_err(|e| e.at(&format!("{at}.sign")))?;
             routes.push(Route {
                 name: r.name,
                 path_prefix: r.path_prefix,
                 methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
                 scheme,
+                sign,
                 strip: r.strip,
             });
         }
@@ -222,19 +310,7 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
             }
             let mut out = Vec::new();
             for (i, k) in keys.iter().enumerate() {
-                let key = akamai::decode_hex_key(&k.hex).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("keys[{i}].hex"),
-                        "must be an even number of hex digits",
-                    )
-                })?;
-                let alg = Algorithm::parse(&k.algorithm).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("keys[{i}].algorithm"),
-                        format!("`{}`: use sha256, sha1 or md5", k.algorithm),
-                    )
-                })?;
-                out.push((key, alg));
+                out.push(akamai_key(k, &format!("keys[{i}]"))?);
             }
             let token_name = match location {
                 Location::Header => header_name("token_name", &token_name, false)?,
@@ -269,7 +345,7 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
             }
             Scheme::Google { keys: out, cookie }
         }
-        RawScheme::Cloudfront { keys } => {
+        RawScheme::Cloudfront { keys, cookie } => {
             if keys.is_empty() {
                 return Err(ConfigError::new("keys", "at least one key is required"));
             }
@@ -279,7 +355,7 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
                     .map_err(|m| ConfigError::new(format!("keys.{id}"), m))?;
                 out.push((id, crate::schemes::cloudfront::CfKey::new(k)));
             }
-            Scheme::Cloudfront { keys: out }
+            Scheme::Cloudfront { keys: out, cookie }
         }
         RawScheme::SecureLink {
             expression,
@@ -294,6 +370,207 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
                 token_param,
                 expires_param,
                 hmac_keys: hmac_keys.into_iter().map(String::into_bytes).collect(),
+            }
+        }
+    })
+}
+
+fn akamai_key(k: &RawAkamaiKey, at: &str) -> Result<(Vec<u8>, Algorithm), ConfigError> {
+    let key = akamai::decode_hex_key(&k.hex).ok_or_else(|| {
+        ConfigError::new(format!("{at}.hex"), "must be an even number of hex digits")
+    })?;
+    let alg = Algorithm::parse(&k.algorithm).ok_or_else(|| {
+        ConfigError::new(
+            format!("{at}.algorithm"),
+            format!("`{}`: use sha256, sha1 or md5", k.algorithm),
+        )
+    })?;
+    Ok((key, alg))
+}
+
+fn check_base_url(b: Option<String>) -> Result<Option<String>, ConfigError> {
+    match b {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/') => {
+            Err(ConfigError::new(
+                "base_url",
+                format!("`{u}` must be `http(s)://host[:port]` without a trailing `/`"),
+            ))
+        }
+        b => Ok(b),
+    }
+}
+
+fn check_lifetime(l: u64) -> Result<u64, ConfigError> {
+    if l == 0 || l > 366 * 86_400 {
+        return Err(ConfigError::new(
+            "lifetime_seconds",
+            format!("{l} must be between 1 and 31622400 (a year)"),
+        ));
+    }
+    Ok(l)
+}
+
+fn compile_sign(s: RawSign) -> Result<crate::sign::Signer, ConfigError> {
+    use crate::sign::{SignScheme, Signer};
+    Ok(match s {
+        RawSign::AkamaiEdgeauth {
+            key,
+            token_name,
+            location,
+            acl,
+            salt,
+            escape_early,
+            lifetime_seconds,
+        } => {
+            let (key, algorithm) = akamai_key(&key, "key")?;
+            let token_name = match location {
+                Location::Header => header_name("token_name", &token_name, false)?,
+                _ if token_name.is_empty() || token_name.contains(['=', ';', '&', ' ']) => {
+                    return Err(ConfigError::new(
+                        "token_name",
+                        "must be non-empty, without `=`, `;`, `&` or spaces",
+                    ))
+                }
+                _ => token_name,
+            };
+            Signer {
+                scheme: SignScheme::Akamai {
+                    key,
+                    algorithm,
+                    token_name,
+                    location,
+                    acl,
+                    salt,
+                    escape_early,
+                },
+                lifetime: check_lifetime(lifetime_seconds)?,
+                base_url: None,
+            }
+        }
+        RawSign::GoogleCdn {
+            key_name,
+            key,
+            url_prefix,
+            location,
+            base_url,
+            lifetime_seconds,
+        } => {
+            let key = google::decode_key(&key)
+                .filter(|k| k.len() == 16)
+                .ok_or_else(|| ConfigError::new("key", "must be a 16-byte key in base64url"))?;
+            if key_name.is_empty() || key_name.contains(['&', '=', ':', ' ']) {
+                return Err(ConfigError::new(
+                    "key_name",
+                    "must be non-empty, without `&`, `=`, `:` or spaces",
+                ));
+            }
+            match (location, &url_prefix) {
+                (Location::Header, _) => {
+                    return Err(ConfigError::new(
+                        "location",
+                        "google_cdn signs in the query or a cookie",
+                    ))
+                }
+                (Location::Cookie, None) => {
+                    return Err(ConfigError::new(
+                        "url_prefix",
+                        "a Cloud-CDN-Cookie needs a url_prefix",
+                    ))
+                }
+                _ => {}
+            }
+            Signer {
+                scheme: SignScheme::Google {
+                    key_name,
+                    key,
+                    url_prefix,
+                    location,
+                },
+                lifetime: check_lifetime(lifetime_seconds)?,
+                base_url: check_base_url(base_url)?,
+            }
+        }
+        RawSign::Cloudfront {
+            key_pair_id,
+            private_key,
+            hash_algorithm,
+            resource,
+            location,
+            base_url,
+            lifetime_seconds,
+        } => {
+            let key = crate::schemes::cloudfront::parse_private_key(&private_key)
+                .map_err(|m| ConfigError::new("private_key", m))?;
+            let sha256 = match hash_algorithm.as_str() {
+                "sha1" => false,
+                "sha256" => true,
+                other => {
+                    return Err(ConfigError::new(
+                        "hash_algorithm",
+                        format!("`{other}`: use sha1 or sha256"),
+                    ))
+                }
+            };
+            if key_pair_id.is_empty() || key_pair_id.contains(['&', '=', ';', ' ']) {
+                return Err(ConfigError::new(
+                    "key_pair_id",
+                    "must be non-empty, without `&`, `=`, `;` or spaces",
+                ));
+            }
+            if location == Location::Header {
+                return Err(ConfigError::new(
+                    "location",
+                    "cloudfront signs in the query or CloudFront-* cookies",
+                ));
+            }
+            if let Some(r) = &resource {
+                if r.contains(['"', '\\']) {
+                    return Err(ConfigError::new(
+                        "resource",
+                        "must not contain `\"` or `\\`",
+                    ));
+                }
+            }
+            Signer {
+                scheme: SignScheme::Cloudfront {
+                    signer: crate::schemes::cloudfront::CfSigner::new(&key_pair_id, key, sha256),
+                    resource,
+                    location,
+                },
+                lifetime: check_lifetime(lifetime_seconds)?,
+                base_url: check_base_url(base_url)?,
+            }
+        }
+        RawSign::SecureLink {
+            expression,
+            token_param,
+            expires_param,
+            hmac_key,
+            remote_addr,
+            lifetime_seconds,
+        } => {
+            let parts = secure_link::parse_template(&expression)
+                .map_err(|m| ConfigError::new("expression", m))?;
+            let needs_addr = parts.contains(&Part::RemoteAddr);
+            let remote_addr = match (needs_addr, remote_addr) {
+                (true, None) => {
+                    return Err(ConfigError::new(
+                        "remote_addr",
+                        "the expression uses $remote_addr: give the address the origin sees Envoy connect from",
+                    ))
+                }
+                (_, a) => a.unwrap_or_default(),
+            };
+            Signer {
+                scheme: SignScheme::SecureLink {
+                    parts,
+                    token_param,
+                    expires_param,
+                    hmac_key: hmac_key.map(String::into_bytes),
+                    remote_addr,
+                },
+                lifetime: check_lifetime(lifetime_seconds)?,
+                base_url: None,
             }
         }
     })
@@ -335,6 +612,41 @@ mod tests {
                 "unsupported variable",
             ),
             (
+                r#"{"routes":[{"name":"a"}]}"#,
+                "routes[0]",
+                "needs `verify`, `sign` or both",
+            ),
+            (
+                r#"{"routes":[{"name":"a","sign":{"scheme":"cloudfront","key_pair_id":"K","private_key":"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"}}]}"#,
+                "routes[0].sign.private_key",
+                "not an RSA private key",
+            ),
+            (
+                r#"{"routes":[{"name":"a","verify":{"scheme":"cloudfront","keys":{"K1":"garbage"}}}]}"#,
+                "routes[0].verify.keys.K1",
+                "not an RSA public key",
+            ),
+            (
+                r#"{"routes":[{"name":"a","sign":{"scheme":"google_cdn","key_name":"k","key":"nZtRohdNF9m3cKM24IcK4w==","location":"cookie"}}]}"#,
+                "routes[0].sign.url_prefix",
+                "needs a url_prefix",
+            ),
+            (
+                r#"{"routes":[{"name":"a","sign":{"scheme":"secure_link","expression":"$uri$remote_addr s"}}]}"#,
+                "routes[0].sign.remote_addr",
+                "$remote_addr",
+            ),
+            (
+                r#"{"routes":[{"name":"a","sign":{"scheme":"akamai_edgeauth","key":{"hex":"0g"},"lifetime_seconds":10}}]}"#,
+                "routes[0].sign.key.hex",
+                "even number",
+            ),
+            (
+                r#"{"routes":[{"name":"a","sign":{"scheme":"akamai_edgeauth","key":{"hex":"00"},"lifetime_seconds":0}}]}"#,
+                "routes[0].sign.lifetime_seconds",
+                "between 1",
+            ),
+            (
                 r#"{"expired_status":404,"routes":[]}"#,
                 "expired_status",
                 "403 or 410",
@@ -348,7 +660,7 @@ mod tests {
         let ok = Config::from_json(br#"{"routes":[{"name":"v","path_prefix":"/v/","verify":{"scheme":"google_cdn","keys":{"my-key":"nZtRohdNF9m3cKM24IcK4w=="}}}]}"#).unwrap();
         assert!(matches!(
             ok.routes[0].scheme,
-            Scheme::Google { cookie: true, .. }
+            Some(Scheme::Google { cookie: true, .. })
         ));
     }
 }

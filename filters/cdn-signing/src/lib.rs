@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod schemes;
+pub mod sign;
 pub mod verify;
 
 #[cfg(target_os = "wasi")]

@@ -1,7 +1,7 @@
 //! The per-request decision of verify mode: which route applies, where its token is, whether it
 //! is valid, and the path to forward with the token stripped.
 
-use edge_common::http::{cookie, query_param, split_path, strip_query_params};
+use edge_common::http::{cookie, query_param, split_path, strip_cookies, strip_query_params};
 
 use crate::config::{Config, Location, Route, Scheme};
 use crate::schemes::{akamai, cloudfront, google, secure_link, Refusal};
@@ -27,9 +27,15 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub route: usize,
+    /// Whether the route verifies (else it only signs, and `result` is `Ok`).
+    pub checked: bool,
     pub result: Result<(), Refusal>,
     /// The `:path` to forward when stripping removed something.
     pub stripped_path: Option<String>,
+    /// The `cookie` header to forward when stripping removed a token cookie (`""`: remove it).
+    pub stripped_cookie: Option<String>,
+    /// Remove the route's token header before forwarding.
+    pub strip_header: bool,
 }
 
 /// The route a request falls under, if any.
@@ -46,9 +52,19 @@ pub fn route_for<'c>(cfg: &'c Config, path: &str, method: &str) -> Option<(usize
 /// Verifies a request; `None` when no route protects it.
 pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
     let (idx, route) = route_for(cfg, r.path, r.method)?;
+    let Some(scheme) = &route.scheme else {
+        return Some(Outcome {
+            route: idx,
+            checked: false,
+            result: Ok(()),
+            stripped_path: None,
+            stripped_cookie: None,
+            strip_header: false,
+        });
+    };
     let (path_only, query) = split_path(r.path);
     let query = query.unwrap_or("");
-    let result: Result<(), Refusal> = match &route.scheme {
+    let result: Result<(), Refusal> = match scheme {
         Scheme::Akamai {
             keys,
             token_name,
@@ -93,7 +109,10 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             }
             res
         }
-        Scheme::Cloudfront { keys } => {
+        Scheme::Cloudfront {
+            keys,
+            cookie: use_cookie,
+        } => {
             let lookup = |id: &str| keys.iter().find(|(k, _)| k == id).map(|(_, k)| k);
             let full = format!("{}://{}{}", r.scheme, r.authority, r.path);
             let ip = || (r.client_ip)().and_then(|s| s.parse().ok());
@@ -103,7 +122,13 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
                 now: r.now,
                 leeway: cfg.leeway,
             };
-            cloudfront::verify_url(&check, &lookup)
+            let mut res = cloudfront::verify_url(&check, &lookup);
+            if res == Err(Refusal::Missing) && *use_cookie {
+                if let Some(c) = r.cookie.filter(|c| cloudfront::has_cookies(c)) {
+                    res = cloudfront::verify_cookies(c, &check, &lookup);
+                }
+            }
+            res
         }
         Scheme::SecureLink {
             parts,
@@ -133,8 +158,9 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
         }
     };
     // Only a verified request is forwarded, so only then is anything stripped.
-    let stripped_path = if route.strip && result.is_ok() {
-        match &route.scheme {
+    let strip = route.strip && result.is_ok();
+    let stripped_path = if strip {
+        match scheme {
             Scheme::Akamai {
                 token_name,
                 location: Location::Query,
@@ -159,10 +185,39 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
     } else {
         None
     };
+    let stripped_cookie = match (strip, r.cookie, scheme) {
+        (
+            true,
+            Some(c),
+            Scheme::Akamai {
+                token_name,
+                location: Location::Cookie,
+                ..
+            },
+        ) => strip_cookies(c, |n| n == token_name),
+        (true, Some(c), Scheme::Google { cookie: true, .. }) => {
+            strip_cookies(c, |n| n == "Cloud-CDN-Cookie")
+        }
+        (true, Some(c), Scheme::Cloudfront { cookie: true, .. }) => {
+            strip_cookies(c, |n| cloudfront::COOKIES.contains(&n))
+        }
+        _ => None,
+    };
+    let strip_header = strip
+        && matches!(
+            scheme,
+            Scheme::Akamai {
+                location: Location::Header,
+                ..
+            }
+        );
     Some(Outcome {
         route: idx,
+        checked: true,
         result,
         stripped_path,
+        stripped_cookie,
+        strip_header,
     })
 }
 

@@ -75,9 +75,59 @@ pub fn strip_query_params(path: &str, mut drop: impl FnMut(&str) -> bool) -> Opt
     removed.then_some(out)
 }
 
+/// Removes the cookies for which `drop` returns true from a `Cookie` header, keeping every other
+/// cookie byte for byte, joined with `; `. `None` when nothing was removed; `Some("")` when every
+/// cookie was (the caller removes the header).
+pub fn strip_cookies(header: &str, mut drop: impl FnMut(&str) -> bool) -> Option<String> {
+    let mut removed = false;
+    let mut out = String::with_capacity(header.len());
+    for c in header.split(';') {
+        let name = c.split_once('=').map_or(c, |(k, _)| k).trim();
+        if drop(name) {
+            removed = true;
+            continue;
+        }
+        let c = c.trim();
+        if c.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(c);
+    }
+    removed.then_some(out)
+}
+
+/// Appends `name=value` to a path's query (after any existing parameters).
+pub fn append_query_param(path: &mut String, name: &str, value: &str) {
+    path.push(if path.contains('?') { '&' } else { '?' });
+    path.push_str(name);
+    path.push('=');
+    path.push_str(value);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn strips_cookies_and_appends_params() {
+        assert_eq!(
+            strip_cookies("a=1; __token__=x;b=2", |n| n == "__token__").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            strip_cookies("__token__=x", |n| n == "__token__").as_deref(),
+            Some("")
+        );
+        assert_eq!(strip_cookies("a=1; b=2", |n| n == "c"), None);
+        let mut p = "/a".to_string();
+        append_query_param(&mut p, "x", "1");
+        append_query_param(&mut p, "y", "2");
+        assert_eq!(p, "/a?x=1&y=2");
+    }
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 

@@ -4,15 +4,18 @@
 //!   sign akamai  --key HEX [--algorithm sha256|sha1|md5] (--acl ACL | --url PATH) [--start UNIX]
 //!                (--exp UNIX | --ttl SECONDS) [--ip IP] [--id ID] [--data DATA] [--salt SALT] [--escape-early]
 //!   sign google  --key-name NAME --key BASE64URL (--url URL | --prefix URL [--cookie]) (--exp UNIX | --ttl SECONDS)
+//!   sign cloudfront --key-pair-id ID --private-key PEM_FILE --url URL [--resource PATTERN] [--start UNIX]
+//!                [--ip CIDR] [--sha256] [--cookie] (--exp UNIX | --ttl SECONDS)
 //!   sign nginx   --expression EXPR --uri PATH --remote-addr IP [--host HOST] (--exp UNIX | --ttl SECONDS) [--hmac-key KEY]
 //!
-//! `--ttl` counts from now. The nginx form prints the `md5`/`expires` query to append to the URI.
+//! `--ttl` counts from now. CloudFront uses a canned policy for `--url` unless `--resource`,
+//! `--start` or `--ip` asks for a custom one; `--cookie` prints `CloudFront-*` cookies instead. The nginx form prints the `md5`/`expires` query to append to the URI.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cdn_signing::schemes::{akamai, google, secure_link};
+use cdn_signing::schemes::{akamai, cloudfront, google, secure_link};
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -28,9 +31,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Vec<String>) -> Result<String, String> {
-    let (scheme, rest) = args
-        .split_first()
-        .ok_or("usage: sign akamai|google|nginx [options] (see --help in the source header)")?;
+    let (scheme, rest) = args.split_first().ok_or(
+        "usage: sign akamai|google|cloudfront|nginx [options] (see --help in the source header)",
+    )?;
     let mut opts: HashMap<&str, String> = HashMap::new();
     let mut flags: Vec<&str> = Vec::new();
     let mut it = rest.iter();
@@ -39,7 +42,7 @@ fn run(args: Vec<String>) -> Result<String, String> {
             .strip_prefix("--")
             .ok_or_else(|| format!("unexpected argument {a:?}"))?;
         match name {
-            "escape-early" | "cookie" => flags.push(name),
+            "escape-early" | "cookie" | "sha256" => flags.push(name),
             _ => {
                 let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
                 opts.insert(name, v.clone());
@@ -99,6 +102,30 @@ fn run(args: Vec<String>) -> Result<String, String> {
                 _ => Err("give exactly one of --url or --prefix".into()),
             }
         }
+        "cloudfront" => {
+            let path = need("private-key")?;
+            let pem =
+                std::fs::read_to_string(path).map_err(|e| format!("--private-key {path}: {e}"))?;
+            let key = cloudfront::parse_private_key(&pem)?;
+            let signer =
+                cloudfront::CfSigner::new(need("key-pair-id")?, key, flags.contains(&"sha256"));
+            let url = need("url")?;
+            let start = num("start")?;
+            let custom = get("resource").is_some() || start.is_some() || get("ip").is_some();
+            let policy = custom.then(|| {
+                cloudfront::custom_policy(get("resource").unwrap_or(url), exp, start, get("ip"))
+            });
+            if flags.contains(&"cookie") {
+                let cookies: Vec<String> = signer
+                    .fields(url, exp, policy.as_deref())
+                    .into_iter()
+                    .map(|(k, v)| format!("CloudFront-{k}={v}"))
+                    .collect();
+                Ok(cookies.join("; "))
+            } else {
+                Ok(signer.sign_url(url, exp, policy.as_deref()))
+            }
+        }
         "nginx" => {
             let parts = secure_link::parse_template(need("expression")?)?;
             let expires = exp.to_string();
@@ -111,7 +138,9 @@ fn run(args: Vec<String>) -> Result<String, String> {
             let token = secure_link::token(&parts, &vars, get("hmac-key").map(str::as_bytes));
             Ok(format!("md5={token}&expires={expires}"))
         }
-        other => Err(format!("unknown scheme {other:?}: akamai, google or nginx")),
+        other => Err(format!(
+            "unknown scheme {other:?}: akamai, google, cloudfront or nginx"
+        )),
     }
 }
 
