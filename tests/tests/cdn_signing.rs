@@ -1,4 +1,4 @@
-//! cdn_signing.wasm (verify mode) in real Envoy (`--concurrency 2`): Google Cloud CDN signed URLs,
+//! cdn_signing.wasm (verify and sign modes) in real Envoy (`--concurrency 2`): Google Cloud CDN signed URLs,
 //! nginx secure_link (the published vector) and Akamai EdgeAuth ACL tokens; valid ones pass with
 //! the token stripped, every tamper, expiry and absence is refused with its reason; under load
 //! every response is right.
@@ -75,8 +75,12 @@ async fn gateway_with(cloudfront_pem: Option<&str>) -> RunningGateway {
                 "keys": [{"hex": "00ff"}, {"hex": AKAMAI_KEY}]}}
         ]
     });
-    if let (Some(pem), Some(routes)) = (cloudfront_pem, config["routes"].as_array_mut()) {
-        routes.push(json!({"name": "cf", "path_prefix": "/cf/", "verify": {"scheme": "cloudfront", "keys": {"KCF1": pem}}}));
+    if let Some(routes) = config["routes"].as_array_mut() {
+        routes.push(json!({"name": "akamai_cookie", "path_prefix": "/ck/", "verify": {"scheme": "akamai_edgeauth",
+            "location": "cookie", "keys": [{"hex": AKAMAI_KEY}]}}));
+        if let Some(pem) = cloudfront_pem {
+            routes.push(json!({"name": "cf", "path_prefix": "/cf/", "verify": {"scheme": "cloudfront", "keys": {"KCF1": pem}}}));
+        }
     }
     Gateway::new()
         .runtime(common::runtime())
@@ -257,23 +261,262 @@ async fn cloudfront_urls_signed_by_botocore_verify_in_envoy() {
     );
 }
 
+/// Runs Python in the project's `.venv` and returns its stdout.
+fn python(script: &str) -> String {
+    let py = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `exp=` of an EdgeAuth token.
+fn token_exp(token: &str) -> u64 {
+    token
+        .split('~')
+        .find_map(|f| f.strip_prefix("exp="))
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("no exp in {token}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_tokens_verify_and_only_the_token_cookies_are_stripped() {
+    let (public, private) = cloudfront_keys();
+    let gw = gateway_with(Some(&public)).await;
+    let key = akamai::decode_hex_key(AKAMAI_KEY).unwrap();
+    let tok = akamai::generate(
+        &key,
+        Algorithm::Sha256,
+        &TokenSpec {
+            exp: now() + 600,
+            acl: Some("/ck/*"),
+            ..Default::default()
+        },
+    );
+    let cookie = format!("sid=abc; __token__={tok}; theme=dark");
+    let seen = gw.echo("/ck/a.ts", &[("cookie", &cookie)]).await.unwrap();
+    assert_eq!(seen.header("cookie"), Some("sid=abc; theme=dark"));
+    assert_eq!(
+        reason(&gw, "/ck/a.ts", &[("cookie", "sid=abc")]).await,
+        (403, Some("missing".into()))
+    );
+    let forged = cookie.replace("hmac=", "hmac=0");
+    assert_eq!(
+        reason(&gw, "/ck/a.ts", &[("cookie", &forged)]).await,
+        (403, Some("bad_signature".into()))
+    );
+
+    // CloudFront signed cookies (custom policy over a wildcard), minted by botocore.
+    let script = format!(
+        "import datetime\nfrom botocore.signers import CloudFrontSigner\nfrom cryptography.hazmat.primitives import hashes, serialization\nfrom cryptography.hazmat.primitives.asymmetric import padding\nk=serialization.load_pem_private_key({private:?}.encode(),None)\ns=CloudFrontSigner('KCF1',lambda m:k.sign(m,padding.PKCS1v15(),hashes.SHA1()))\np=s.build_policy({res:?},datetime.datetime.fromtimestamp({exp},datetime.timezone.utc))\nimport base64\nb=lambda v: base64.b64encode(v).decode().replace('+','-').replace('=','_').replace('/','~')\nprint('CloudFront-Policy='+b(p.encode())+'; CloudFront-Signature='+b(k.sign(p.encode(),padding.PKCS1v15(),hashes.SHA1()))+'; CloudFront-Key-Pair-Id=KCF1',end='')",
+        res = format!("{}/cf/*", gw.url),
+        exp = now() + 600
+    );
+    let cf = python(&script);
+    let seen = gw
+        .echo("/cf/b.mp4", &[("cookie", &format!("{cf}; sid=1"))])
+        .await
+        .unwrap();
+    assert_eq!(seen.header("cookie"), Some("sid=1"));
+    let tampered = cf.replace("KCF1", "KCF2");
+    assert_eq!(
+        reason(&gw, "/cf/b.mp4", &[("cookie", &tampered)]).await,
+        (403, Some("bad_signature".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_mode_adds_tokens_the_references_accept() {
+    let (public, private) = cloudfront_keys();
+    let key_hex = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let config = json!({
+        "routes": [
+            {"name": "acl", "path_prefix": "/oa/", "sign": {"scheme": "akamai_edgeauth",
+                "key": {"hex": key_hex}, "acl": "/oa/*", "lifetime_seconds": 600}},
+            {"name": "url", "path_prefix": "/ou/", "sign": {"scheme": "akamai_edgeauth",
+                "key": {"hex": key_hex, "algorithm": "sha1"}, "location": "header",
+                "token_name": "x-origin-token", "lifetime_seconds": 60}},
+            {"name": "g", "path_prefix": "/og/", "sign": {"scheme": "google_cdn", "key_name": "my-key",
+                "key": GOOGLE_KEY, "base_url": "https://origin.example", "lifetime_seconds": 120}},
+            {"name": "cf", "path_prefix": "/oc/", "sign": {"scheme": "cloudfront", "key_pair_id": "KCF1",
+                "private_key": private, "resource": "https://origin.example/oc/*", "location": "cookie",
+                "hash_algorithm": "sha256", "lifetime_seconds": 300}},
+            // Verify the client's token, then sign for the origin with another scheme.
+            {"name": "chain", "path_prefix": "/chain/", "verify": {"scheme": "akamai_edgeauth",
+                "location": "header", "token_name": "x-edge-token", "keys": [{"hex": AKAMAI_KEY}]},
+             "sign": {"scheme": "secure_link", "expression": "$secure_link_expires$uri$remote_addr secret",
+                "remote_addr": "10.0.0.1", "lifetime_seconds": 60}}
+        ]
+    });
+    let gw = Gateway::new()
+        .runtime(common::runtime())
+        .wasm(WasmFilter::new(
+            "cdn_signing",
+            common::wasm("cdn_signing"),
+            config,
+        ))
+        .echo_cluster("prod")
+        .workers(2)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Akamai ACL token in the query, replacing a client-sent one; equal to the reference's.
+    let seen = gw.echo("/oa/v.ts?x=1&__token__=forged", &[]).await.unwrap();
+    let tok = seen
+        .uri
+        .strip_prefix("/oa/v.ts?x=1&__token__=")
+        .unwrap_or_else(|| panic!("upstream saw {}", seen.uri))
+        .to_string();
+    let exp = token_exp(&tok);
+    assert!((now() + 590..=now() + 600).contains(&exp), "exp {exp}");
+    let theirs = python(&format!(
+        "from akamai.edgeauth import EdgeAuth\nprint(EdgeAuth(key={key_hex:?}, end_time={exp}).generate_acl_token('/oa/*'), end='')"
+    ));
+    assert_eq!(tok, theirs);
+    // Each worker mints once and reuses its token: at most one per worker (two) over many requests.
+    let mut tokens = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let seen = gw.echo(&format!("/oa/{i}.ts"), &[]).await.unwrap();
+        let t = seen
+            .uri
+            .split_once("?__token__=")
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_else(|| panic!("upstream saw {}", seen.uri));
+        tokens.insert(t);
+    }
+    assert!((1..=2).contains(&tokens.len()), "{tokens:?}");
+
+    // Akamai URL token (SHA-1) in a header.
+    let seen = gw.echo("/ou/a/b.mp4?q=1", &[]).await.unwrap();
+    assert_eq!(seen.uri, "/ou/a/b.mp4?q=1");
+    let tok = seen
+        .header("x-origin-token")
+        .expect("token header")
+        .to_string();
+    let exp = token_exp(&tok);
+    let theirs = python(&format!(
+        "from akamai.edgeauth import EdgeAuth\nprint(EdgeAuth(key={key_hex:?}, algorithm='sha1', end_time={exp}).generate_url_token('/ou/a/b.mp4'), end='')"
+    ));
+    assert_eq!(tok, theirs);
+
+    // Google signed URL for the origin's base URL.
+    let seen = gw.echo("/og/i.png?w=10", &[]).await.unwrap();
+    let exp: u64 = seen
+        .uri
+        .split("Expires=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("upstream saw {}", seen.uri));
+    let want = google::sign_url(
+        "https://origin.example/og/i.png?w=10",
+        "my-key",
+        &google::decode_key(GOOGLE_KEY).unwrap(),
+        exp,
+    );
+    assert_eq!(format!("https://origin.example{}", seen.uri), want);
+
+    // CloudFront signed cookies (SHA-256 custom policy): cryptography verifies them.
+    let seen = gw.echo("/oc/x.mp4", &[("cookie", "sid=7")]).await.unwrap();
+    let cookie = seen.header("cookie").expect("cookie").to_string();
+    assert!(cookie.starts_with("sid=7; CloudFront-Policy="), "{cookie}");
+    let verified = python(&format!(
+        "import base64, json\nfrom cryptography.hazmat.primitives import hashes, serialization\nfrom cryptography.hazmat.primitives.asymmetric import padding\npub=serialization.load_pem_public_key({public:?}.encode())\nc=dict(p.split('=',1) for p in {cookie:?}.split('; '))\nu=lambda v: base64.b64decode(v.replace('-','+').replace('_','=').replace('~','/'))\npol=u(c['CloudFront-Policy'])\npub.verify(u(c['CloudFront-Signature']),pol,padding.PKCS1v15(),hashes.SHA256())\nprint(json.loads(pol)['Statement'][0]['Resource'], c['CloudFront-Key-Pair-Id'], c['CloudFront-Hash-Algorithm'], end='')"
+    ));
+    assert_eq!(verified, "https://origin.example/oc/* KCF1 SHA256");
+
+    // Verify then sign: the client's header token is checked and removed, the origin gets a
+    // secure_link for its own view of the client address.
+    let key = akamai::decode_hex_key(AKAMAI_KEY).unwrap();
+    let edge = akamai::generate(
+        &key,
+        Algorithm::Sha256,
+        &TokenSpec {
+            exp: now() + 600,
+            acl: Some("/chain/*"),
+            ..Default::default()
+        },
+    );
+    let seen = gw
+        .echo("/chain/f.bin", &[("x-edge-token", &edge)])
+        .await
+        .unwrap();
+    assert_eq!(seen.header("x-edge-token"), None, "verified token stripped");
+    let q = seen.query.clone().unwrap_or_default();
+    let expires: u64 = q
+        .split("expires=")
+        .nth(1)
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("upstream saw {}", seen.uri));
+    let parts = cdn_signing::schemes::secure_link::parse_template(
+        "$secure_link_expires$uri$remote_addr secret",
+    )
+    .unwrap();
+    let md5 = cdn_signing::schemes::secure_link::token(
+        &parts,
+        &cdn_signing::schemes::secure_link::Vars {
+            expires: &expires.to_string(),
+            uri: "/chain/f.bin",
+            remote_addr: "10.0.0.1",
+            host: "",
+        },
+        None,
+    );
+    assert_eq!(q, format!("md5={md5}&expires={expires}"));
+    assert_eq!(
+        reason(&gw, "/chain/f.bin", &[]).await,
+        (403, Some("missing".into()))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        gw.stat("wasmcustom.cdn_signing.acl.signed").await.unwrap(),
+        Some(21)
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.cdn_signing.chain.signed")
+            .await
+            .unwrap(),
+        Some(1)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_valid_and_invalid_tokens_under_load() {
     let gw = gateway().await;
     let good = google_path(&gw, "/g/seg.ts", now() + 600);
     let bad = good.replace("seg.ts", "seh.ts");
+    let expired = google_path(&gw, "/g/seg.ts", now() - 60);
     let report = Load::new(&gw.url)
         .connections(32)
         .max_requests(2_000)
         .request(move |i| {
-            RequestSpec::get(if i % 3 == 0 {
-                bad.clone()
-            } else {
-                good.clone()
+            RequestSpec::get(match i % 4 {
+                0 => bad.clone(),
+                1 => expired.clone(),
+                2 => "/g/seg.ts".to_string(),
+                _ => good.clone(),
             })
         })
         .check(|i, _, reply| {
-            let want = if i % 3 == 0 { 403 } else { 200 };
+            let (want, why) = match i % 4 {
+                0 => (403, Some("bad_signature")),
+                1 => (410, Some("expired")),
+                2 => (403, Some("missing")),
+                _ => (200, None),
+            };
+            if reply.header("x-cdn-signing-reason") != why {
+                return Err(format!(
+                    "reason {:?} (want {why:?})",
+                    reply.header("x-cdn-signing-reason")
+                ));
+            }
             if reply.status != want {
                 return Err(format!("status {} (want {want})", reply.status));
             }
@@ -302,6 +545,8 @@ async fn bad_configurations_are_rejected_naming_the_field() {
          "invalid configuration: routes[0].verify.keys[0].hex: must be an even number of hex digits"),
         (json!({"routes": [{"name": "a", "verify": {"scheme": "fastly", "keys": []}}]}),
          "invalid configuration: routes[0].verify.scheme: unknown variant `fastly`"),
+        (json!({"routes": [{"name": "a", "verify": {"scheme": "cloudfront", "keys": {"K1": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}}}]}),
+         "invalid configuration: routes[0].verify.keys.K1: not an RSA public key in PEM"),
     ];
     for (config, message) in cases {
         let err = Gateway::new()

@@ -533,7 +533,11 @@ fn compile_sign(s: RawSign) -> Result<crate::sign::Signer, ConfigError> {
             }
             Signer {
                 scheme: SignScheme::Cloudfront {
-                    signer: crate::schemes::cloudfront::CfSigner::new(&key_pair_id, key, sha256),
+                    signer: Box::new(crate::schemes::cloudfront::CfSigner::new(
+                        &key_pair_id,
+                        key,
+                        sha256,
+                    )),
                     resource,
                     location,
                 },

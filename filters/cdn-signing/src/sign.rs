@@ -46,7 +46,7 @@ pub enum SignScheme {
         location: Location,
     },
     Cloudfront {
-        signer: CfSigner,
+        signer: Box<CfSigner>,
         /// Custom policy for this resource pattern; `None`: canned policy for the forwarded URL.
         resource: Option<String>,
         /// `Query` or `Cookie` (`CloudFront-*`).
