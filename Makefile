@@ -21,10 +21,10 @@ ENVOY_IMAGE    ?= edge-envoy:$(ENVOY_VERSION)
 ECHO_IMAGE     ?= edge-echo:latest
 WASM_DIR       := target/wasm32-wasip1/release
 # Filter crates built to .wasm (package names) and the .wasm files they produce.
-FILTER_PKGS    := noop-filter rate-limit bot-detection cdn-signing
-FILTER_WASMS   := noop rate_limit bot_detection cdn_signing
+FILTER_PKGS    := noop-filter rate-limit bot-detection cdn-signing stage-routing
+FILTER_WASMS   := noop rate_limit bot_detection cdn_signing stage_routing
 # Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
-V8_TEST_PKGS   := edge-common rate-limit bot-detection cdn-signing
+V8_TEST_PKGS   := edge-common rate-limit bot-detection cdn-signing stage-routing
 SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
@@ -156,7 +156,7 @@ fmt:
 lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 $(addprefix -p ,$(FILTER_PKGS) $(V8_TEST_PKGS)) --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 $(addprefix -p ,$(sort $(FILTER_PKGS) $(V8_TEST_PKGS))) --all-targets -- -D warnings
 
 clean:
 	cargo clean

@@ -10,6 +10,11 @@
 //! which is how HTTP defines combining them. `GET /status/NNN` answers with status NNN (100..=999
 //! excluding 1xx, which cannot carry a body) and the same JSON. Every response carries
 //! `x-echo-name: <name>` so a test can see which upstream answered from the response headers alone.
+//!
+//! Scripted replies, for tests that need an upstream with a will of its own (a control plane):
+//! `PUT /__script/<path>` with a [`Script`] as JSON makes every later request for `/<path>` answer
+//! with that status, body and `etag` (304 when `if-none-match` equals it) after `delay_ms`;
+//! `GET /__hits/<path>` reports how often `/<path>` was requested and the last `if-none-match`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -48,6 +53,32 @@ impl EchoReply {
     }
 }
 
+/// A scripted reply (see the module documentation).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Script {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// What `GET /__hits/<path>` reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hits {
+    pub hits: u64,
+    pub if_none_match: Option<String>,
+}
+
+#[derive(Default)]
+struct Scripts {
+    by_path: std::collections::HashMap<String, (Script, Hits)>,
+}
+
+type SharedScripts = Arc<std::sync::Mutex<Scripts>>;
+
 /// Binds `addr` and serves until the task is dropped or the process ends. Returns the bound
 /// address (useful with port 0) and the server task.
 pub async fn spawn(
@@ -57,6 +88,7 @@ pub async fn spawn(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let name: Arc<str> = Arc::from(name);
+    let scripts: SharedScripts = Arc::default();
     let task = tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -69,8 +101,9 @@ pub async fn spawn(
             };
             let _ = stream.set_nodelay(true);
             let name = name.clone();
+            let scripts = scripts.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(name.clone(), req));
+                let svc = service_fn(move |req| handle(name.clone(), scripts.clone(), req));
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -80,23 +113,87 @@ pub async fn spawn(
     Ok((local, task))
 }
 
+fn reply(status: u16, body: String, etag: Option<&str>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
 async fn handle(
     name: Arc<str>,
+    scripts: SharedScripts,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    // Count the body without keeping it.
+    // Count the body; keep it only for a script (bounded).
     let mut body_length = 0u64;
+    let mut kept: Vec<u8> = Vec::new();
+    let keep = parts.uri.path().starts_with("/__script/");
     let mut body = body;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => {
                 if let Some(d) = f.data_ref() {
                     body_length += d.len() as u64;
+                    if keep && kept.len() < 1 << 20 {
+                        kept.extend_from_slice(d);
+                    }
                 }
             }
             Err(_) => break,
         }
+    }
+    let path = parts.uri.path();
+    if let Some(target) = path.strip_prefix("/__script") {
+        return Ok(match serde_json::from_slice::<Script>(&kept) {
+            Ok(script) => {
+                if let Ok(mut s) = scripts.lock() {
+                    let e = s.by_path.entry(target.to_string()).or_default();
+                    e.0 = script;
+                }
+                reply(204, String::new(), None)
+            }
+            Err(e) => reply(400, format!("{{\"error\":\"{e}\"}}"), None),
+        });
+    }
+    if let Some(target) = path.strip_prefix("/__hits") {
+        let hits = scripts
+            .lock()
+            .ok()
+            .and_then(|s| s.by_path.get(target).map(|(_, h)| h.clone()))
+            .unwrap_or_default();
+        return Ok(reply(
+            200,
+            serde_json::to_string(&hits).unwrap_or_default(),
+            None,
+        ));
+    }
+    let scripted = scripts.lock().ok().and_then(|mut s| {
+        s.by_path.get_mut(path).map(|(script, hits)| {
+            hits.hits += 1;
+            hits.if_none_match = parts
+                .headers
+                .get(http::header::IF_NONE_MATCH)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            (script.clone(), hits.if_none_match.clone())
+        })
+    });
+    if let Some((script, inm)) = scripted {
+        if script.delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(script.delay_ms)).await;
+        }
+        let etag = script.etag.as_deref();
+        if etag.is_some() && inm.as_deref() == etag {
+            return Ok(reply(304, String::new(), etag));
+        }
+        return Ok(reply(script.status, script.body, etag));
     }
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &parts.headers {

@@ -315,8 +315,10 @@ impl Gateway {
         let dir = tempfile::Builder::new().prefix("edge-envoy-").tempdir()?;
         let mut echoes = Vec::new();
         let mut clusters = Vec::new();
+        let mut upstreams = Vec::new();
         for name in &self.clusters {
             let echo = EchoProcess::start(name)?;
+            upstreams.push((name.clone(), format!("http://127.0.0.1:{}", echo.port)));
             clusters.push((
                 name.clone(),
                 Endpoint {
@@ -372,6 +374,7 @@ impl Gateway {
             admin_url: String::new(),
             runtime: Runtime::Process,
             run_id: format!("pid-{}", child.id()),
+            upstreams,
             inner: Inner::Process {
                 envoy: KillOnDrop(child),
                 _echoes: echoes,
@@ -413,10 +416,12 @@ impl Gateway {
         let network = format!("{run}-net");
         let mut echoes = Vec::new();
         let mut clusters = Vec::new();
+        let mut upstreams = Vec::new();
         for name in &self.clusters {
             let host = format!("{run}-echo-{}", sanitize(name));
             let (repo, tag) = split_image(&echo_image);
             let c = GenericImage::new(repo, tag)
+                .with_exposed_port(ECHO_PORT.tcp())
                 .with_wait_for(WaitFor::message_on_stdout("listening on"))
                 .with_cmd(["--listen", &format!("0.0.0.0:{ECHO_PORT}"), "--name", name])
                 .with_container_name(&host)
@@ -426,6 +431,11 @@ impl Gateway {
                 .start()
                 .await
                 .with_context(|| format!("starting echo upstream container {host}"))?;
+            let published = c
+                .get_host_port_ipv4(ECHO_PORT)
+                .await
+                .with_context(|| format!("published port of {host}"))?;
+            upstreams.push((name.clone(), format!("http://127.0.0.1:{published}")));
             clusters.push((
                 name.clone(),
                 Endpoint {
@@ -495,6 +505,7 @@ impl Gateway {
             admin_url: String::new(),
             runtime: Runtime::Container,
             run_id: run.clone(),
+            upstreams,
             inner: Inner::Container {
                 envoy: Box::new(envoy),
                 _echoes: echoes,
@@ -542,6 +553,8 @@ pub struct RunningGateway {
     /// The value of the `org.edge-filters.test` label on this gateway's containers, or for the
     /// process runtime, `pid-<Envoy's pid>`.
     pub run_id: String,
+    /// Each echo upstream's own address on 127.0.0.1 (to script it, or ask it directly).
+    upstreams: Vec<(String, String)>,
     inner: Inner,
 }
 
@@ -579,6 +592,15 @@ impl RunningGateway {
             "Envoy ({:?} runtime) failed to start ({how}). Its log ends with:\n{tail}",
             self.runtime
         )
+    }
+
+    /// `http://127.0.0.1:PORT` of the echo upstream of cluster `name`, reached directly (not
+    /// through Envoy): for scripting replies (`PUT /__script/...`, see `echo`).
+    pub fn upstream_url(&self, name: &str) -> Option<&str> {
+        self.upstreams
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| u.as_str())
     }
 
     /// Sends a request to the listener.

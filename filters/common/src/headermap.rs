@@ -125,6 +125,7 @@ pub mod host {
     /// Map types of the ABI.
     pub const REQUEST_HEADERS: u32 = 0;
     pub const RESPONSE_HEADERS: u32 = 2;
+    pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
     /// Reads a whole header map. `None` if the host refuses (e.g. outside a request).
     pub fn header_map(map_type: u32) -> Option<OwnedHeaderMap> {
