@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: the demo gateway (envoy/edge.yaml) as local processes: the echo upstream on
-# 127.0.0.1:8081 and Envoy on 127.0.0.1:8080 (admin 127.0.0.1:9901). Ctrl-C stops both.
+# `make run`: the demo gateway (envoy/edge.yaml) as local processes: echo upstreams for the
+# stages prod, canary and next on 127.0.0.1:8081-8083 and Envoy on 127.0.0.1:8080 (admin 127.0.0.1:9901). Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ WORKERS=${WORKERS:-2}
 [ -x "$ENVOY_BIN" ] || { echo "run: Envoy not found; run 'make setup'" >&2; exit 1; }
 [ -x "$ECHO_BIN" ] || { echo "run: $ECHO_BIN not found; run 'make echo'" >&2; exit 1; }
 
-for port in 8080 8081 9901; do
+for port in 8080 8081 8082 8083 9901; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "run: 127.0.0.1:$port is already in use (another 'make run'?)" >&2
     exit 1
@@ -27,8 +27,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$ECHO_BIN" --listen 127.0.0.1:8081 --name prod >/dev/null &
-pids+=($!)
+port=8081
+for stage in prod canary next; do
+  "$ECHO_BIN" --listen 127.0.0.1:$port --name $stage >/dev/null &
+  pids+=($!)
+  port=$((port + 1))
+done
 "$ENVOY_BIN" -c envoy/edge.yaml --concurrency "$WORKERS" --disable-hot-restart \
   -l warning --component-log-level wasm:info &
 envoy_pid=$!
@@ -39,7 +43,7 @@ for _ in $(seq 1 150); do
   if [ "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9901/ready)" = 200 ]; then
     cat <<MSG
 
-Demo gateway ready: http://127.0.0.1:8080 -> echo upstream 'prod' (admin http://127.0.0.1:9901)
+Demo gateway ready: http://127.0.0.1:8080 -> echo upstreams 'prod', 'canary', 'next' (admin http://127.0.0.1:9901)
   curl -s 127.0.0.1:8080/anything
   curl -s '127.0.0.1:8080/some/path?q=1' -H 'x-user-id: 42'
   curl -s 127.0.0.1:8080/status/418 -o /dev/null -w '%{http_code}\n'
@@ -51,8 +55,11 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstream 'prod' (admin http://
   for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/api/x; done; echo   # rate limit: 10 burst, 5/s
   curl -si 127.0.0.1:8080/api/x | grep -i ratelimit
   curl -s 127.0.0.1:9901/stats/prometheus | grep '^rate_limit_'
+  for u in \$(seq 10); do curl -s -o /dev/null -D - 127.0.0.1:8080/ -H "x-user-id: \$u" | grep -i x-echo-name; done   # stages: 90/10 sticky
+  curl -s -o /dev/null -D - '127.0.0.1:8080/?stage=next' | grep -i x-echo-name                 # stage override (QA)
+  curl -s 127.0.0.1:9901/stats/prometheus | grep '^stage_routing_'
   curl -s 127.0.0.1:9901/stats/prometheus | grep -E '^envoy_http_downstream_rq_xx'
-Ctrl-C stops Envoy and the echo upstream.
+Ctrl-C stops Envoy and the echo upstreams.
 MSG
     wait -n "${pids[@]}" || true
     echo "run: a process exited" >&2

@@ -157,6 +157,26 @@ fn rows() -> Vec<Row> {
             // wrk replaces its own Host header only when given `Host` with this case.
             headers: vec![("Host", "cdn.example")],
         },
+        Row {
+            name: "stage_routing.wasm, sticky hash of x-user-id (sets x-stage, re-routes)",
+            gateway: base().wasm(WasmFilter::new(
+                "stage_routing",
+                wasm("stage_routing"),
+                stage_config(false),
+            )),
+            path: "/",
+            headers: vec![("x-user-id", "user-4711")],
+        },
+        Row {
+            name: "stage_routing.wasm, same with the pin cookie (Set-Cookie on the response)",
+            gateway: base().wasm(WasmFilter::new(
+                "stage_routing",
+                wasm("stage_routing"),
+                stage_config(true),
+            )),
+            path: "/",
+            headers: vec![("x-user-id", "user-4711")],
+        },
     ]
 }
 
@@ -198,6 +218,22 @@ fn google_signed_path() -> String {
         BENCH_EXPIRES,
     );
     url.trim_start_matches("http://cdn.example").to_string()
+}
+
+/// A typical rollout: 90/10 by a user-id header (client IP as fallback), QA overrides by header
+/// and query parameter, a host allowlist; optionally the pin cookie.
+fn stage_config(pin: bool) -> serde_json::Value {
+    let mut c = json!({
+        "stages": [{"name": "prod", "weight": 90}, {"name": "canary", "weight": 10}],
+        "salt": "bench",
+        "sticky_key": [{"type": "header", "name": "x-user-id"}, {"type": "client_ip"}],
+        "overrides": {"header": "x-stage-override", "query": "stage"},
+        "allowlists": [{"stage": "canary", "hosts": ["canary.example"]}]
+    });
+    if pin {
+        c["pin_cookie"] = json!({"name": "stage"});
+    }
+    c
 }
 
 /// Rows hold `&'static str` paths; the few built at start-up live for the whole run anyway.
