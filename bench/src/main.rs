@@ -158,14 +158,24 @@ fn rows() -> Vec<Row> {
             headers: vec![("Host", "cdn.example")],
         },
         Row {
-            name: "stage_routing.wasm, sticky hash of x-user-id (sets x-stage, re-routes)",
+            name: "stage_routing.wasm, sticky hash of x-user-id (sets x-stage)",
             gateway: base().wasm(WasmFilter::new(
                 "stage_routing",
                 wasm("stage_routing"),
                 stage_config(false),
             )),
             path: "/",
-            headers: vec![("x-user-id", "user-4711")],
+            headers: vec![("x-user-id", base_user())],
+        },
+        Row {
+            name: "stage_routing.wasm, same, base stage without the header (no header write)",
+            gateway: base().wasm(WasmFilter::new("stage_routing", wasm("stage_routing"), {
+                let mut c = stage_config(false);
+                c["header_on_base_stage"] = json!(false);
+                c
+            })),
+            path: "/",
+            headers: vec![("x-user-id", base_user())],
         },
         Row {
             name: "stage_routing.wasm, same with the pin cookie (Set-Cookie on the response)",
@@ -175,7 +185,7 @@ fn rows() -> Vec<Row> {
                 stage_config(true),
             )),
             path: "/",
-            headers: vec![("x-user-id", "user-4711")],
+            headers: vec![("x-user-id", base_user())],
         },
     ]
 }
@@ -234,6 +244,35 @@ fn stage_config(pin: bool) -> serde_json::Value {
         c["pin_cookie"] = json!({"name": "stage"});
     }
     c
+}
+
+/// A user id that `stage_config` puts on the base stage (`prod`) by hash: the common case.
+fn base_user() -> &'static str {
+    let cfg =
+        stage_routing::config::Config::from_json(stage_config(false).to_string().as_bytes()).ok();
+    let on_base = |id: &str| {
+        cfg.as_ref().is_some_and(|c| {
+            let h = |n: &str| (n == "x-user-id").then_some(id);
+            stage_routing::assign::assign(
+                c,
+                &c.data,
+                &stage_routing::assign::Request {
+                    authority: "localhost",
+                    path: "/",
+                    header: &h,
+                    cookie: None,
+                    client_ip: &|| None,
+                },
+            )
+            .stage
+                == c.base
+        })
+    };
+    let id = (0..100)
+        .map(|i| format!("user-{i}"))
+        .find(|id| on_base(id))
+        .unwrap_or_else(|| "user-0".into());
+    leak(id)
 }
 
 /// Rows hold `&'static str` paths; the few built at start-up live for the whole run anyway.

@@ -286,8 +286,23 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
     );
     drop(gw);
 
-    // The kill switch: overrides off, everything else as before.
-    let gw = gateway(qa_config(false), &STAGES, None).await;
+    // The kill switch: overrides off, everything else as before. (Also without the header on
+    // the base stage: the route table's default route is the base stage's.)
+    let mut cfg = qa_config(false);
+    cfg["header_on_base_stage"] = json!(false);
+    let gw = gateway(cfg, &STAGES, None).await;
+    let seen = gw.echo("/", &[id]).await.unwrap();
+    assert_eq!((seen.name.as_str(), seen.header("x-stage")), ("prod", None));
+    let seen = gw.echo("/", &[id, ("x-stage", "next")]).await.unwrap();
+    assert_eq!(
+        (seen.name.as_str(), seen.header("x-stage")),
+        ("prod", Some("prod"))
+    );
+    let seen = gw.echo("/", &[id, ("host", "next.example")]).await.unwrap();
+    assert_eq!(
+        (seen.name.as_str(), seen.header("x-stage")),
+        ("next", Some("next"))
+    );
     assert_eq!(
         landed(&gw, "/", &[id, ("x-stage-override", "canary")])
             .await

@@ -1,8 +1,8 @@
-//! The Proxy-Wasm adapter: per request, one header-map read, the assignment, the stage header
-//! and a route-cache clear; on the tick, counters, stage data from shared data, and (on the one
+//! The Proxy-Wasm adapter: per request, one header-map read, the assignment and the stage header
+//! (Envoy then picks the route again by itself: see `on_http_request_headers`); on the tick, counters, stage data from shared data, and (on the one
 //! worker holding the lease) the control-plane poll.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -79,7 +79,6 @@ struct State {
     metrics: Metrics,
     /// The stage data in force on this worker.
     data: RefCell<Rc<StageData>>,
-    route_cache_warned: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -347,12 +346,7 @@ impl RootContext for Root {
             .control_plane
             .as_ref()
             .map(|cp| Poller::new(cp, now, edge_common::hash::hash64(self.id, b"start")));
-        self.state = Some(Rc::new(State {
-            cfg,
-            metrics,
-            data,
-            route_cache_warned: Cell::new(false),
-        }));
+        self.state = Some(Rc::new(State { cfg, metrics, data }));
         self.data_cas = None;
         self.sync_data();
         self.set_tick_period(TICK);
@@ -439,16 +433,20 @@ impl HttpContext for Filter {
             }
         }
         let stage = cfg.stages.get(a.stage).map_or("", String::as_str);
+        // Changing a request header makes Envoy clear its route cache and match the routes again
+        // (for modules of Proxy-Wasm ABI 0.2.1, which the Rust SDK exports; Envoy 1.33+ stopped
+        // doing so only for later ABIs), so the route follows the header without a
+        // `clear_route_cache` call, which would cost a second host call per request.
         if cfg.mode == Mode::Shadow {
             // Shadow: the route stays as it was, but a client never chooses it.
             if client_sent {
                 self.set_http_request_header(&cfg.stage_header, None);
-                clear_route_cache(&state);
             }
             return Action::Continue;
         }
-        self.set_http_request_header(&cfg.stage_header, Some(stage));
-        clear_route_cache(&state);
+        if client_sent || a.stage != cfg.base || cfg.header_on_base_stage {
+            self.set_http_request_header(&cfg.stage_header, Some(stage));
+        }
         if let Some(pin) = pinned {
             self.set_cookie = Some(format!("{}={stage}{}", pin.name, pin.attributes));
         }
@@ -460,18 +458,5 @@ impl HttpContext for Filter {
             self.add_http_response_header("set-cookie", &c);
         }
         Action::Continue
-    }
-}
-
-/// Makes Envoy pick the route again, now that the stage header is set (Envoy 1.33+ no longer
-/// does this on its own when a Wasm filter changes request headers).
-fn clear_route_cache(state: &State) {
-    if hostcalls::call_foreign_function("clear_route_cache", None).is_err()
-        && !state.route_cache_warned.replace(true)
-    {
-        let _ = hostcalls::log(
-            LogLevel::Warn,
-            "this Envoy has no clear_route_cache foreign function; the route may not follow the stage header",
-        );
     }
 }

@@ -34,6 +34,11 @@ struct RawConfig {
     pin_cookie: Option<RawPin>,
     #[serde(default = "default_stage_header")]
     stage_header: String,
+    /// `false`: requests on the base stage get no stage header (unless a client sent one, which
+    /// is then replaced), saving a header write; the routes must send a request without the
+    /// header to the base stage's cluster.
+    #[serde(default = "yes")]
+    header_on_base_stage: bool,
     #[serde(default)]
     control_plane: Option<RawControlPlane>,
 }
@@ -208,6 +213,7 @@ pub struct Config {
     pub overrides: Option<Overrides>,
     pub pin: Option<PinCookie>,
     pub stage_header: String,
+    pub header_on_base_stage: bool,
     pub control_plane: Option<ControlPlane>,
     /// The stage data in the configuration (used until a control plane sends newer data).
     pub data: StageData,
@@ -344,6 +350,7 @@ impl Config {
             overrides,
             pin,
             stage_header,
+            header_on_base_stage: raw.header_on_base_stage,
             control_plane,
             data: StageData {
                 version: 0,
