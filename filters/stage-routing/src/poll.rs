@@ -126,7 +126,15 @@ impl Poller {
                     self.version = d.version;
                     Outcome::Updated(Box::new(d))
                 }
-                Err(e) => Outcome::Failed(format!("invalid stage data: {e}")),
+                Err(e) => Outcome::Failed(format!(
+                    "invalid stage data: {}: {}",
+                    if e.field.is_empty() {
+                        "(root)"
+                    } else {
+                        &e.field
+                    },
+                    e.message
+                )),
             },
             Some(s) => Outcome::Failed(format!("status {s}")),
         };
@@ -238,6 +246,21 @@ mod tests {
             assert_eq!(p.next_at_ms(), 10_000 + want);
         }
         assert_eq!(p.failures(), 4);
+        let o = p.on_response(
+            &c,
+            10_000,
+            0,
+            &Response {
+                status: Some(200),
+                etag: None,
+                body: br#"{"version":9,"stages":[{"name":"prod","weight":50}]}"#,
+            },
+        );
+        assert!(
+            matches!(&o, Outcome::Failed(m) if m == "invalid stage data: stages: weights sum to 50, not 100"),
+            "{o:?}"
+        );
+        assert_eq!(p.failures(), 5);
         // The etag and version survive failures; an older version is refused.
         let (body, _) = ok(
             r#"{"version":2,"stages":[{"name":"prod","weight":100}]}"#,
