@@ -254,19 +254,5 @@ async fn bad_configurations_are_rejected_naming_the_field() {
         (json!({"policy": [{"categories": ["robots"], "action": "block"}]}),
          "invalid configuration: policy[0].categories[0]: unknown variant `robots`"),
     ];
-    for (config, message) in cases {
-        let err = Gateway::new()
-            .runtime(common::runtime())
-            .wasm(WasmFilter::new(
-                "bot_detection",
-                common::wasm("bot_detection"),
-                config,
-            ))
-            .start()
-            .await
-            .err()
-            .expect("Envoy accepted a bad configuration");
-        let text = format!("{err:#}");
-        assert!(text.contains(message), "expected {message:?} in:\n{text}");
-    }
+    common::assert_configs_rejected("bot_detection", &cases).await;
 }

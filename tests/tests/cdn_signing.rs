@@ -25,38 +25,18 @@ fn now() -> u64 {
 
 /// A CloudFront key pair made at test time by `cryptography`: (public key PEM, private key PEM).
 fn cloudfront_keys() -> (String, String) {
-    let py = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let script = "from cryptography.hazmat.primitives import serialization as s\nfrom cryptography.hazmat.primitives.asymmetric import rsa\nk=rsa.generate_private_key(public_exponent=65537,key_size=2048)\nprint(k.public_key().public_bytes(s.Encoding.PEM,s.PublicFormat.SubjectPublicKeyInfo).decode()+'|'+k.private_bytes(s.Encoding.PEM,s.PrivateFormat.PKCS8,s.NoEncryption()).decode(),end='')";
-    let out = std::process::Command::new(py)
-        .args(["-c", script])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = python(script);
     let (public, private) = text.split_once('|').unwrap();
     (public.to_string(), private.to_string())
 }
 
 /// botocore's CloudFrontSigner signs `url` (canned policy) with the private key.
 fn cloudfront_sign(private: &str, url: &str, expires: u64) -> String {
-    let py = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let script = format!(
         "import datetime\nfrom botocore.signers import CloudFrontSigner\nfrom cryptography.hazmat.primitives import hashes, serialization\nfrom cryptography.hazmat.primitives.asymmetric import padding\nk=serialization.load_pem_private_key({private:?}.encode(),None)\ns=CloudFrontSigner('KCF1',lambda m:k.sign(m,padding.PKCS1v15(),hashes.SHA1()))\nprint(s.generate_presigned_url({url:?},date_less_than=datetime.datetime.fromtimestamp({expires},datetime.timezone.utc)),end='')"
     );
-    let out = std::process::Command::new(py)
-        .args(["-c", &script])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    python(&script)
 }
 
 async fn gateway() -> RunningGateway {
@@ -548,19 +528,5 @@ async fn bad_configurations_are_rejected_naming_the_field() {
         (json!({"routes": [{"name": "a", "verify": {"scheme": "cloudfront", "keys": {"K1": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}}}]}),
          "invalid configuration: routes[0].verify.keys.K1: not an RSA public key in PEM"),
     ];
-    for (config, message) in cases {
-        let err = Gateway::new()
-            .runtime(common::runtime())
-            .wasm(WasmFilter::new(
-                "cdn_signing",
-                common::wasm("cdn_signing"),
-                config,
-            ))
-            .start()
-            .await
-            .err()
-            .expect("Envoy accepted a bad configuration");
-        let text = format!("{err:#}");
-        assert!(text.contains(message), "expected {message:?} in:\n{text}");
-    }
+    common::assert_configs_rejected("cdn_signing", &cases).await;
 }

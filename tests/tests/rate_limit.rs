@@ -266,21 +266,7 @@ async fn bad_configurations_are_rejected_naming_the_field() {
             "invalid configuration: rules[0].match.path_regex: invalid regex",
         ),
     ];
-    for (config, message) in cases {
-        let err = Gateway::new()
-            .runtime(common::runtime())
-            .wasm(rate_limit(config))
-            .start()
-            .await
-            .err()
-            .expect("Envoy accepted a bad configuration");
-        let text = format!("{err:#}");
-        assert!(text.contains(message), "expected {message:?} in:\n{text}");
-        assert!(
-            text.contains("Unable to create Wasm plugin rate_limit"),
-            "{text}"
-        );
-    }
+    common::assert_configs_rejected("rate_limit", &cases).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -361,6 +361,20 @@ async fn counter(gw: &RunningGateway, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+async fn data_version(gw: &RunningGateway) -> Option<u64> {
+    gw.stat("wasmcustom.stage_routing.data_version")
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until the `data_version` gauge shows `version`.
+async fn applied(gw: &RunningGateway, version: u64) -> Option<Duration> {
+    until(Duration::from_secs(10), || async {
+        data_version(gw).await == Some(version)
+    })
+    .await
+}
+
 /// The canary share once every worker has applied the data the gauge shows: each worker's VM
 /// picks published data up on its own 100 ms tick, so the share may lag the first one by a tick.
 /// Returns the last share seen within one second.
@@ -408,14 +422,7 @@ async fn control_plane_updates_live_and_keeps_the_last_good_data() {
         },
     )
     .await;
-    until(Duration::from_secs(10), || async {
-        gw.stat("wasmcustom.stage_routing.data_version")
-            .await
-            .unwrap()
-            == Some(1)
-    })
-    .await
-    .expect("version 1 applied");
+    applied(&gw, 1).await.expect("version 1 applied");
     assert_eq!(settled_share(&gw, 0.0).await, 0.0);
 
     // A change moves traffic within two poll intervals, without a restart.
@@ -506,13 +513,7 @@ async fn control_plane_updates_live_and_keeps_the_last_good_data() {
         .await
         .unwrap_or_else(|| panic!("{what}: no failure counted"));
         assert_eq!(canary_share(&gw).await, 100.0, "{what}: routing changed");
-        assert_eq!(
-            gw.stat("wasmcustom.stage_routing.data_version")
-                .await
-                .unwrap(),
-            Some(2),
-            "{what}"
-        );
+        assert_eq!(data_version(&gw).await, Some(2), "{what}");
     }
     assert!(
         gw.logs().contains("control plane poll failed"),
@@ -530,14 +531,9 @@ async fn control_plane_updates_live_and_keeps_the_last_good_data() {
         },
     )
     .await;
-    until(Duration::from_secs(10), || async {
-        gw.stat("wasmcustom.stage_routing.data_version")
-            .await
-            .unwrap()
-            == Some(4)
-    })
-    .await
-    .expect("version 4 applied after failures");
+    applied(&gw, 4)
+        .await
+        .expect("version 4 applied after failures");
     assert_eq!(settled_share(&gw, 0.0).await, 0.0);
 }
 
@@ -557,19 +553,5 @@ async fn bad_configurations_are_rejected_naming_the_field() {
             "invalid configuration: allowlists[0].cidrs[0]",
         ),
     ];
-    for (config, message) in cases {
-        let err = Gateway::new()
-            .runtime(common::runtime())
-            .wasm(WasmFilter::new(
-                "stage_routing",
-                common::wasm("stage_routing"),
-                config,
-            ))
-            .start()
-            .await
-            .err()
-            .expect("Envoy accepted a bad configuration");
-        let text = format!("{err:#}");
-        assert!(text.contains(message), "expected {message:?} in:\n{text}");
-    }
+    common::assert_configs_rejected("stage_routing", &cases).await;
 }

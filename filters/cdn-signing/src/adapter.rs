@@ -35,7 +35,8 @@ const OUTCOMES: [&str; 8] = [
     "bad_signature",
     "signed",
 ];
-const SIGNED: usize = 7;
+/// Index of `signed` in `OUTCOMES`.
+const SIGNED: usize = OUTCOMES.len() - 1;
 
 fn outcome_index(r: &Result<(), Refusal>) -> usize {
     match r {
@@ -215,13 +216,11 @@ impl HttpContext for Filter {
             return Action::Pause;
         }
         // Shadow mode forwards everything as received, apart from what signing adds.
-        let (path_out, cookie_out) = if enforce {
+        let (mut new_path, mut new_cookie) = if enforce {
             (out.stripped_path, out.stripped_cookie)
         } else {
             (None, None)
         };
-        let mut new_path = path_out;
-        let mut new_cookie = cookie_out;
         if enforce && out.strip_header {
             if let Some(Scheme::Akamai { token_name, .. }) = &route.scheme {
                 self.set_http_request_header(token_name, None);

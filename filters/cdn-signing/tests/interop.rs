@@ -12,21 +12,28 @@ fn python() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
 }
 
-/// Runs the reference with these keyword arguments and path; returns its token.
-fn reference(kwargs: &str, method: &str, path: &str) -> String {
-    let script = format!(
-        "from akamai.edgeauth import EdgeAuth\nprint(EdgeAuth({kwargs}).{method}({path:?}), end='')"
-    );
+/// Runs `script` with the `.venv`'s Python; returns its stdout. `what` names the step in a failure.
+fn run_python(what: &str, script: &str) -> String {
     let out = Command::new(python())
-        .args(["-c", &script])
+        .args(["-c", script])
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}; run `make setup`", python().display()));
     assert!(
         out.status.success(),
-        "reference failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the reference with these keyword arguments and path; returns its token.
+fn reference(kwargs: &str, method: &str, path: &str) -> String {
+    run_python(
+        "reference",
+        &format!(
+            "from akamai.edgeauth import EdgeAuth\nprint(EdgeAuth({kwargs}).{method}({path:?}), end='')"
+        ),
+    )
 }
 
 /// One parameter set: algorithm (name and ours), escape_early, ip, id, data, salt.
@@ -227,16 +234,8 @@ s256 = CloudFrontSigner("K2JCJMDEHXQW5F", lambda m: key.sign(m, padding.PKCS1v15
 sha256 = s256.generate_presigned_url("https://d111111abcdef8.cloudfront.net/c.mp4", date_less_than=t(2000000000)) + "&Hash-Algorithm=SHA256"
 print(json.dumps({"pem": pem, "canned": canned, "custom": custom, "sha256": sha256}))
 "#;
-    let out = Command::new(python())
-        .args(["-c", script])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&run_python("botocore's CloudFrontSigner", script)).unwrap();
     let s = |k: &str| v[k].as_str().unwrap().to_string();
     let key = cloudfront::CfKey::new(cloudfront::parse_public_key(&s("pem")).unwrap());
     let lookup = |id: &str| (id == "K2JCJMDEHXQW5F").then_some(&key);
@@ -321,16 +320,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 print(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.TraditionalOpenSSL, s.NoEncryption()).decode(), end='')
 "#;
-    let out = Command::new(python())
-        .args(["-c", make_key])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = String::from_utf8(out.stdout).unwrap();
+    let pem = run_python("making an RSA key", make_key);
     let key = cloudfront::parse_private_key(&pem).expect("PKCS#1 private key");
     let sha1 = CfSigner::new("K2JCJMDEHXQW5F", key.clone(), false);
     let sha256 = CfSigner::new("K2JCJMDEHXQW5F", key, true);
@@ -392,16 +382,11 @@ print(json.dumps({{"canned": canned, "custom": custom, "policy": policy}}))
         cookie_sig = field("Signature"),
         cookie_policy = field("Policy"),
     );
-    let out = Command::new(python())
-        .args(["-c", &check])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "cryptography refused a signature we made: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&run_python(
+        "cryptography's verification of a signature we made",
+        &check,
+    ))
+    .unwrap();
     assert_eq!(v["policy"].as_str().unwrap(), policy, "custom policy JSON");
     assert_eq!(v["canned"].as_str().unwrap(), ours_canned);
     assert_eq!(v["custom"].as_str().unwrap(), ours_custom);

@@ -42,3 +42,23 @@ pub fn wasm(name: &str) -> PathBuf {
     );
     p
 }
+
+/// Envoy must refuse `filter` (a built `.wasm` of that name) with each configuration, and the
+/// error it reports must contain the message (the field path and the problem).
+pub async fn assert_configs_rejected(filter: &str, cases: &[(serde_json::Value, &str)]) {
+    for (config, message) in cases {
+        let err = edge_tests::Gateway::new()
+            .runtime(runtime())
+            .wasm(edge_tests::WasmFilter::new(
+                filter,
+                wasm(filter),
+                config.clone(),
+            ))
+            .start()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("Envoy accepted a bad configuration: {config}"));
+        let text = format!("{err:#}");
+        assert!(text.contains(message), "expected {message:?} in:\n{text}");
+    }
+}
