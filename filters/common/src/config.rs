@@ -87,17 +87,33 @@ pub enum Mode {
 /// `:authority` is allowed too) and returns it lowercase, as Envoy stores header names.
 pub fn header_name(field: &str, name: &str, pseudo: bool) -> Result<String, ConfigError> {
     let token = name.strip_prefix(':').filter(|_| pseudo).unwrap_or(name);
-    let ok = !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !ok {
+    if !is_token(token) {
         return Err(ConfigError::new(
             field,
             format!("`{name}` is not a header name"),
         ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// Checks a cookie name from configuration (an RFC 6265 name: an RFC 9110 token) and returns it
+/// as given (cookie names are case-sensitive).
+pub fn cookie_name(field: &str, name: String) -> Result<String, ConfigError> {
+    if is_token(&name) {
+        Ok(name)
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a cookie name"),
+        ))
+    }
+}
+
+/// An RFC 9110 token: one or more of `A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~`.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Whether a configured string can be sent as a header value as is (visible ASCII, space, tab).
@@ -133,6 +149,19 @@ mod tests {
     struct Root {
         #[serde(default)]
         rules: Vec<Rule>,
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn cookie_names_are_tokens_and_keep_their_case() {
+        assert_eq!(cookie_name("c", "Session_ID".into()).unwrap(), "Session_ID");
+        for bad in ["", "a=b", "a;b", "a b", "caf\u{e9}"] {
+            let e = cookie_name("pin.name", bad.into()).unwrap_err();
+            assert_eq!(e.field, "pin.name");
+            assert_eq!(e.message, format!("`{bad}` is not a cookie name"));
+        }
+        assert_eq!(header_name("h", "X-Stage", false).unwrap(), "x-stage");
+        assert!(header_name("h", "x stage", false).is_err());
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

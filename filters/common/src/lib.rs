@@ -13,4 +13,4 @@ pub mod ip;
 pub mod metrics;
 
 pub use cidr::CidrSet;
-pub use config::{header_name, parse_config, valid_header_value, ConfigError, Mode};
+pub use config::{cookie_name, header_name, parse_config, valid_header_value, ConfigError, Mode};

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 pub use edge_common::Mode;
-use edge_common::{header_name, parse_config, CidrSet, ConfigError};
+use edge_common::{cookie_name, header_name, parse_config, CidrSet, ConfigError};
 use serde::Deserialize;
 
 /// Buckets of the sticky hash: weights have a resolution of 0.01 percentage points.
@@ -494,21 +494,6 @@ struct RawStageData {
     allowlists: Option<Vec<RawAllowlist>>,
     #[serde(default)]
     overrides_enabled: Option<bool>,
-}
-
-fn cookie_name(field: &str, name: String) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok {
-        Ok(name)
-    } else {
-        Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a cookie name"),
-        ))
-    }
 }
 
 fn compile_pin(p: RawPin) -> Result<PinCookie, ConfigError> {
