@@ -142,7 +142,7 @@ bench: setup build
 # Not part of `make test`: needs a nightly toolchain and cargo-fuzz (both installed here if
 # missing). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := header_map rate_limit_config rate_limit_request bot_detection_config bot_detection_request \
+FUZZ_TARGETS := header_map canonical_path rate_limit_config rate_limit_request bot_detection_config bot_detection_request \
                 stage_routing_config stage_routing_request
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

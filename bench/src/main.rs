@@ -241,7 +241,7 @@ fn stage_config(pin: bool) -> serde_json::Value {
         "allowlists": [{"stage": "canary", "hosts": ["canary.example"]}]
     });
     if pin {
-        c["pin_cookie"] = json!({"name": "stage"});
+        c["pin_cookie"] = json!({"name": "stage", "secret": "bench-pin-secret-0123456789"});
     }
     c
 }
@@ -262,6 +262,7 @@ fn base_user() -> &'static str {
                     header: &h,
                     cookie: None,
                     client_ip: &|| None,
+                    now: 0,
                 },
             )
             .stage

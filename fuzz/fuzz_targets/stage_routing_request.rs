@@ -15,7 +15,7 @@ const CONFIG: &str = r#"{"stages":[{"name":"prod","weight":85.5},{"name":"canary
  "salt":"f","sticky_key":[{"type":"cookie","name":"uid"},{"type":"header","name":"x-user-id"},{"type":"client_ip"}],
  "overrides":{"header":"x-o","cookie":"o","query":"stage","stages":["canary"]},
  "allowlists":[{"stage":"next","cidrs":["10.0.0.0/8","2001:db8::/32"],"hosts":["*.corp.example","n.example"]}],
- "pin_cookie":{"name":"stage"},
+ "pin_cookie":{"name":"stage","secret":"fuzz-pin-secret-0123456789"},
  "control_plane":{"cluster":"cp","path":"/s","poll_interval_ms":100,"max_backoff_ms":1000}}"#;
 
 fn cfg() -> &'static Config {
@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 header: &h,
                 cookie: view.get_str("cookie"),
                 client_ip: &|| ip,
+                now: 1_800_000_000,
             },
         );
         assert!(a.stage < cfg.stages.len());

@@ -202,3 +202,70 @@ pub async fn get_text(base_url: &str, path: &str) -> Result<(u16, String)> {
     let r = send(base_url, &RequestSpec::get(path), Duration::from_secs(10)).await?;
     Ok((r.status, r.text()))
 }
+
+/// Sends `GET <raw_path>` exactly as written (no URI parsing, so `//a`, `\`, `%2F` and `;` reach
+/// Envoy byte for byte) with these headers, `Connection: close`, and reads the whole response.
+pub async fn send_raw(base_url: &str, raw_path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = authority_of(base_url)?;
+    let fut = async {
+        let mut stream = TcpStream::connect(authority).await?;
+        let mut req = format!("GET {raw_path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        parse_raw_response(&buf)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(r) => r.with_context(|| format!("GET {base_url}{raw_path} (raw)")),
+        Err(_) => bail!("GET {base_url}{raw_path} (raw) timed out"),
+    }
+}
+
+fn parse_raw_response(buf: &[u8]) -> Result<Reply> {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no complete response head in {} bytes", buf.len()))?;
+    let head = std::str::from_utf8(&buf[..end])?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let mut headers = HeaderMap::new();
+    let mut chunked = false;
+    for l in lines {
+        if let Some((n, v)) = l.split_once(':') {
+            let (n, v) = (n.trim(), v.trim());
+            chunked |= n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked");
+            headers.append(HeaderName::from_bytes(n.as_bytes())?, HeaderValue::from_str(v)?);
+        }
+    }
+    let mut body = buf[end + 4..].to_vec();
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..i])?.trim(), 16)?;
+            if size == 0 {
+                break;
+            }
+            let start = i + 2;
+            out.extend_from_slice(rest.get(start..start + size).unwrap_or_default());
+            rest = rest.get(start + size + 2..).unwrap_or_default();
+        }
+        body = out;
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
+}

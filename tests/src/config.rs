@@ -90,6 +90,8 @@ pub struct Bootstrap<'a> {
     /// With no clusters: answer every request 200 `ok` from the route (benchmarks).
     pub direct_response: bool,
     pub xff_num_trusted_hops: u32,
+    /// Envoy's path normalisation (`normalize_path`, `merge_slashes`, escaped slashes rejected).
+    pub normalize_paths: bool,
 }
 
 impl Bootstrap<'_> {
@@ -161,6 +163,10 @@ impl Bootstrap<'_> {
                             "stat_prefix": "edge",
                             "use_remote_address": true,
                             "xff_num_trusted_hops": self.xff_num_trusted_hops,
+                            "normalize_path": self.normalize_paths,
+                            "merge_slashes": self.normalize_paths,
+                            "path_with_escaped_slashes_action":
+                                if self.normalize_paths { "REJECT_REQUEST" } else { "KEEP_UNCHANGED" },
                             "route_config": {
                                 "name": "edge",
                                 "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]

@@ -168,6 +168,7 @@ pub struct Gateway {
     routes: Vec<Route>,
     workers: u32,
     xff_num_trusted_hops: u32,
+    normalize_paths: bool,
     log_level: String,
     component_log_level: Option<String>,
     runtime: Option<Runtime>,
@@ -190,6 +191,7 @@ impl Gateway {
             routes: Vec::new(),
             workers: 2,
             xff_num_trusted_hops: 0,
+            normalize_paths: false,
             log_level: "info".into(),
             component_log_level: None,
             runtime: None,
@@ -247,6 +249,14 @@ impl Gateway {
     /// `x-forwarded-for`.
     pub fn xff_num_trusted_hops(mut self, n: u32) -> Self {
         self.xff_num_trusted_hops = n;
+        self
+    }
+
+    /// Envoy's own path normalisation on the connection manager, as the READMEs recommend:
+    /// `normalize_path`, `merge_slashes`, and `path_with_escaped_slashes_action: REJECT_REQUEST`.
+    /// Off by default (Envoy's defaults), so the filters' own canonical paths are what is tested.
+    pub fn normalize_paths(mut self, on: bool) -> Self {
+        self.normalize_paths = on;
         self
     }
 
@@ -344,6 +354,7 @@ impl Gateway {
             routes: &self.routes,
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
+            normalize_paths: self.normalize_paths,
         };
         let config_path = dir.path().join("envoy.json");
         std::fs::write(
@@ -472,6 +483,7 @@ impl Gateway {
             routes: &self.routes,
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
+            normalize_paths: self.normalize_paths,
         };
         let config = serde_json::to_vec_pretty(&bootstrap.to_json())?;
 
@@ -606,6 +618,11 @@ impl RunningGateway {
     /// Sends a request to the listener.
     pub async fn send(&self, spec: &RequestSpec) -> Result<Reply> {
         client::send(&self.url, spec, Duration::from_secs(10)).await
+    }
+
+    /// `GET raw_path` sent byte for byte (no URI parsing), with these headers.
+    pub async fn get_raw(&self, raw_path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+        client::send_raw(&self.url, raw_path, headers).await
     }
 
     /// `GET path` with these headers on the listener.

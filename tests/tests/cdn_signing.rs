@@ -44,6 +44,11 @@ async fn gateway() -> RunningGateway {
 }
 
 async fn gateway_with(cloudfront_pem: Option<&str>) -> RunningGateway {
+    gateway_opts(cloudfront_pem, false, 2).await
+}
+
+/// The test gateway with Envoy's path normalisation on or off, at `workers` workers.
+async fn gateway_opts(cloudfront_pem: Option<&str>, normalize: bool, workers: u32) -> RunningGateway {
     let mut config = json!({
         "leeway_seconds": 0,
         "expired_status": 410,
@@ -58,6 +63,10 @@ async fn gateway_with(cloudfront_pem: Option<&str>) -> RunningGateway {
     if let Some(routes) = config["routes"].as_array_mut() {
         routes.push(json!({"name": "akamai_cookie", "path_prefix": "/ck/", "verify": {"scheme": "akamai_edgeauth",
             "location": "cookie", "keys": [{"hex": AKAMAI_KEY}]}}));
+        routes.push(json!({"name": "media", "path_prefix": "/media/", "verify": {"scheme": "google_cdn",
+            "keys": {"my-key": GOOGLE_KEY}}}));
+        routes.push(json!({"name": "tls", "path_prefix": "/tls/", "scheme": "https",
+            "verify": {"scheme": "google_cdn", "keys": {"my-key": GOOGLE_KEY}}}));
         if let Some(pem) = cloudfront_pem {
             routes.push(json!({"name": "cf", "path_prefix": "/cf/", "verify": {"scheme": "cloudfront", "keys": {"KCF1": pem}}}));
         }
@@ -70,7 +79,8 @@ async fn gateway_with(cloudfront_pem: Option<&str>) -> RunningGateway {
             config,
         ))
         .echo_cluster("prod")
-        .workers(2)
+        .workers(workers)
+        .normalize_paths(normalize)
         .xff_num_trusted_hops(1)
         .start()
         .await
@@ -522,11 +532,177 @@ async fn mixed_valid_and_invalid_tokens_under_load() {
 async fn bad_configurations_are_rejected_naming_the_field() {
     let cases = [
         (json!({"routes": [{"name": "a", "verify": {"scheme": "akamai_edgeauth", "keys": [{"hex": "abc"}]}}]}),
-         "invalid configuration: routes[0].verify.keys[0].hex: must be an even number of hex digits"),
+         "invalid configuration: routes[0].verify.keys[0].hex: `abc` has an odd number of hex digits (3)"),
+        (json!({"routes": [{"name": "a", "verify": {"scheme": "akamai_edgeauth", "keys": [{"hex": "zz12"}]}}]}),
+         "invalid configuration: routes[0].verify.keys[0].hex: `zz12` is not hex: `z` is not a hex digit"),
+        (json!({"leeway_seconds": 18446744073709551615u64, "routes": [{"name": "a", "verify": {"scheme": "google_cdn", "keys": {"k": GOOGLE_KEY}}}]}),
+         "invalid configuration: leeway_seconds: 18446744073709551615 is more than 3600"),
+        (json!({"routes": [{"name": "a", "sign": {"scheme": "akamai_edgeauth", "key": {"hex": "00ff"},
+                "location": "header", "token_name": "authorization"}}]}),
+         "invalid configuration: routes[0].sign.token_name: `authorization` is a credential"),
+        (json!({"routes": [{"name": "a", "path_prefix": "/media//", "verify": {"scheme": "google_cdn", "keys": {"k": GOOGLE_KEY}}}]}),
+         "invalid configuration: routes[0].path_prefix: `/media//` is not a canonical path; write `/media/`"),
+        (json!([]), "invalid configuration: (root): must be a JSON object"),
         (json!({"routes": [{"name": "a", "verify": {"scheme": "fastly", "keys": []}}]}),
          "invalid configuration: routes[0].verify.scheme: unknown variant `fastly`"),
         (json!({"routes": [{"name": "a", "verify": {"scheme": "cloudfront", "keys": {"K1": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}}}]}),
          "invalid configuration: routes[0].verify.keys.K1: not an RSA public key in PEM"),
     ];
     common::assert_configs_rejected("cdn_signing", &cases).await;
+}
+
+/// Every spelling of a protected path, sent raw. None may reach the upstream without a token.
+const PATH_FORMS: [&str; 14] = [
+    "//videos/a.mp4",
+    "/./videos/a.mp4",
+    "/x/../videos/a.mp4",
+    "/%76ideos/a.mp4",
+    "/%76IDEOS/../videos/a.mp4",
+    "/videos;x=1/a.mp4",
+    "/x/..;/videos/a.mp4",
+    "/videos%2Fa.mp4",
+    "/videos%2fa.mp4",
+    "/videos%5Ca.mp4",
+    "//s/link",
+    "/%73/link",
+    "/%2e/media/a.mp4",
+    "/media/%2e%2e/media/a.mp4",
+];
+
+/// Refused with 400 and a reason by the filter, whatever Envoy's path settings: a non-canonical
+/// path under a route, or a path with no safe canonical form.
+const REFUSED_BY_FILTER: [(&str, &str); 3] = [
+    ("/videos/a%00.mp4", "encoded_nul"),
+    ("/videos/%zz.mp4", "bad_escape"),
+    ("/videos/%2561.mp4", "double_encoding"),
+];
+
+async fn path_forms_are_refused(normalize: bool) {
+    let gw = gateway_opts(None, normalize, 4).await;
+    for form in PATH_FORMS {
+        let r = gw.get_raw(form, &[("x-forwarded-for", "127.0.0.1")]).await.unwrap();
+        assert!(r.header("x-echo-name").is_none(), "{form} reached the upstream: {}", r.text());
+        if normalize {
+            // Envoy normalises the path first (or refuses an escaped slash), then the filter
+            // refuses the token-less request (or the `;` form it still sees).
+            assert!(
+                matches!(r.status, 400 | 403),
+                "{form}: {} {:?}",
+                r.status,
+                r.header("x-cdn-signing-reason")
+            );
+        } else {
+            assert_eq!(
+                (r.status, r.header("x-cdn-signing-reason")),
+                (400, Some("non_canonical_path")),
+                "{form}: {}",
+                r.text()
+            );
+            assert_eq!(r.text(), "{\"error\":\"bad_path\",\"reason\":\"non_canonical_path\"}\n");
+        }
+    }
+    for (form, why) in REFUSED_BY_FILTER {
+        let r = gw.get_raw(form, &[]).await.unwrap();
+        assert!(r.header("x-echo-name").is_none(), "{form} reached the upstream");
+        assert_eq!(r.status, 400, "{form}");
+        if let Some(reason) = r.header("x-cdn-signing-reason") {
+            assert_eq!(reason, why, "{form}");
+        }
+    }
+    // Case: `/VIDEOS/` is under `/videos/` (origins that fold case serve it).
+    assert_eq!(
+        reason(&gw, "/VIDEOS/a.mp4", &[]).await,
+        (403, Some("missing".into()))
+    );
+    // A token's scope holds against `..`: an ACL for /videos/a/* and a Google URL prefix for
+    // /media/a/ admit nothing outside them.
+    let key = akamai::decode_hex_key(AKAMAI_KEY).unwrap();
+    let tok = akamai::generate(
+        &key,
+        Algorithm::Sha256,
+        &TokenSpec {
+            exp: now() + 600,
+            acl: Some("/videos/a/*"),
+            ..Default::default()
+        },
+    );
+    let seen = gw.echo(&format!("/videos/a/x?__token__={tok}"), &[]).await.unwrap();
+    assert_eq!(seen.uri, "/videos/a/x");
+    let escape = gw.get_raw(&format!("/videos/a/../b/x?__token__={tok}"), &[]).await.unwrap();
+    let gkey = google::decode_key(GOOGLE_KEY).unwrap();
+    let prefix = google::sign_prefix(&format!("{}/media/a/", gw.url), "my-key", &gkey, now() + 600);
+    let ok = gw.echo(&format!("/media/a/x.mp4?{prefix}"), &[]).await.unwrap();
+    assert_eq!(ok.uri, "/media/a/x.mp4");
+    let gescape = gw.get_raw(&format!("/media/a/../b/x.mp4?{prefix}"), &[]).await.unwrap();
+    for (r, what) in [(escape, "akamai acl"), (gescape, "google url prefix")] {
+        assert!(r.header("x-echo-name").is_none(), "{what} escaped its scope");
+        let want = if normalize { (403, Some("wrong_scope")) } else { (400, Some("non_canonical_path")) };
+        assert_eq!((r.status, r.header("x-cdn-signing-reason")), want, "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_forms_never_pass_unchecked_with_envoy_defaults() {
+    path_forms_are_refused(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_forms_never_pass_unchecked_with_envoy_normalisation() {
+    path_forms_are_refused(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggled_token_spellings_cookies_and_scheme() {
+    let gw = gateway_opts(None, false, 4).await;
+    let key = akamai::decode_hex_key(AKAMAI_KEY).unwrap();
+    let acl = |acl: &'static str| {
+        akamai::generate(
+            &key,
+            Algorithm::Sha256,
+            &TokenSpec {
+                exp: now() + 600,
+                acl: Some(acl),
+                ..Default::default()
+            },
+        )
+    };
+    // An encoded spelling of the token name never reaches the origin next to the real one.
+    let tok = acl("/videos/*");
+    let seen = gw
+        .echo(
+            &format!("/videos/1.ts?a=1&%5F%5Ftoken%5F%5F=evil&__token__={tok}&_%5Ftoken__=x"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.uri, "/videos/1.ts?a=1");
+    // On a cookie route, a query copy of the token is stripped too.
+    let ck = acl("/ck/*");
+    let seen = gw
+        .echo("/ck/a.ts?__token__=evil&b=2", &[("cookie", &format!("__token__={ck}"))])
+        .await
+        .unwrap();
+    assert_eq!(seen.uri, "/ck/a.ts?b=2");
+    assert_eq!(seen.header("cookie"), None);
+    // A token in a second HTTP/1.1 Cookie header counts; the other cookies are kept.
+    let r = gw
+        .get_raw("/ck/a.ts", &[("cookie", "sid=1"), ("cookie", &format!("__token__={ck}; theme=dark"))])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen: EchoReply = r.json().unwrap();
+    assert_eq!(seen.header("cookie"), Some("sid=1; theme=dark"));
+    // Behind a TLS-terminating balancer, a URL signed with https:// verifies on a route that
+    // says `scheme: https` (Envoy itself sees http).
+    let gkey = google::decode_key(GOOGLE_KEY).unwrap();
+    let authority = gw.url.strip_prefix("http://").unwrap();
+    let signed = google::sign_url(&format!("https://{authority}/tls/a.mp4"), "my-key", &gkey, now() + 600);
+    let path = signed.strip_prefix(&format!("https://{authority}")).unwrap();
+    let seen = gw.echo(path, &[]).await.unwrap();
+    assert_eq!(seen.uri, "/tls/a.mp4");
+    let on_http = google_path(&gw, "/tls/a.mp4", now() + 600);
+    assert_eq!(
+        reason(&gw, &on_http, &[]).await,
+        (403, Some("bad_signature".into()))
+    );
 }

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use edge_common::cidr::parse_net;
 pub use edge_common::Mode;
-use edge_common::{header_name, parse_config, valid_header_value, CidrSet, ConfigError};
+use edge_common::{
+    header_name, output_header_name, parse_config, valid_header_value, CidrSet, ConfigError,
+};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -413,10 +415,10 @@ impl Config {
         }
         let h = raw.headers;
         let headers = [
-            header_name("headers.score", &h.score, false)?,
-            header_name("headers.category", &h.category, false)?,
-            header_name("headers.name", &h.name, false)?,
-            header_name("headers.verified", &h.verified, false)?,
+            output_header_name("headers.score", &h.score)?,
+            output_header_name("headers.category", &h.category)?,
+            output_header_name("headers.name", &h.name)?,
+            output_header_name("headers.verified", &h.verified)?,
         ];
         Ok(Config {
             mode: raw.mode,

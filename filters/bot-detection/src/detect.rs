@@ -453,6 +453,21 @@ mod tests {
                 "not a header name",
             ),
             (
+                r#"{"headers":{"category":"Cookie"}}"#,
+                "headers.category",
+                "must not write it",
+            ),
+            (
+                r#"{"headers":{"verified":":path"}}"#,
+                "headers.verified",
+                "not a header name",
+            ),
+            (
+                r#"{"headers":{"name":"authorization"}}"#,
+                "headers.name",
+                "must not write it",
+            ),
+            (
                 r#"{"tls_fingerprint":{"allow":[]}}"#,
                 "tls_fingerprint",
                 "exactly one of",

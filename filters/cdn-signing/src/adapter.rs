@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use edge_common::headermap::host;
 use edge_common::metrics::host::BatchedCounters;
+use edge_common::path::{self, PathVerdict, RequestPath};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
@@ -56,6 +57,8 @@ struct State {
     metrics: Vec<[u32; 8]>,
     /// This worker's cached tokens, per route (sign mode).
     tokens: RefCell<Vec<Cache>>,
+    /// `cdn_signing.bad_path`: paths refused (or, in shadow mode, that would be) with 400.
+    bad_path: u32,
 }
 
 struct Root {
@@ -93,6 +96,16 @@ impl RootContext for Root {
             }
             metrics.push(ids);
         }
+        let bad_path = match hostcalls::define_metric(MetricType::Counter, "cdn_signing.bad_path") {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = hostcalls::log(
+                    LogLevel::Error,
+                    &format!("cannot define metric cdn_signing.bad_path: {e:?}"),
+                );
+                return false;
+            }
+        };
         if let Ok(mut p) = self.pending.try_borrow_mut() {
             p.flush();
         }
@@ -101,6 +114,7 @@ impl RootContext for Root {
             cfg,
             metrics,
             tokens,
+            bad_path,
         }));
         self.set_tick_period(FLUSH_PERIOD);
         true
@@ -147,9 +161,37 @@ impl HttpContext for Filter {
             );
             return Action::Continue;
         };
-        let path = h.get_str(":path").unwrap_or("");
+        let raw_path = h.get_str(":path").unwrap_or("");
         let method = h.get_str(":method").unwrap_or("");
-        let Some((_, route)) = route_for(cfg, path, method) else {
+        let enforce = cfg.mode == Mode::Enforce;
+        // Routes match the canonical path; a path that is unsafe, or not canonical under a
+        // route, is refused (or rewritten to what is checked), never passed unchecked.
+        let req_path = RequestPath::new(raw_path);
+        let rewritten = match path::verdict(&req_path, raw_path, cfg.paths, |p| {
+            route_for(cfg, p, method).is_some()
+        }) {
+            PathVerdict::Check => None,
+            PathVerdict::Rewrite(p) => Some(p),
+            PathVerdict::Reject(code) => {
+                if let Ok(mut p) = self.pending.try_borrow_mut() {
+                    p.add(state.bad_path, 1);
+                }
+                if !enforce {
+                    return Action::Continue;
+                }
+                self.send_http_response(
+                    400,
+                    vec![
+                        ("content-type", "application/json"),
+                        ("x-cdn-signing-reason", code),
+                    ],
+                    Some(path::reject_body(code).as_bytes()),
+                );
+                return Action::Pause;
+            }
+        };
+        let path = rewritten.as_deref().unwrap_or(raw_path);
+        let Some((_, route)) = route_for(cfg, req_path.canonical(), method) else {
             return Action::Continue;
         };
         let token_header = match &route.scheme {
@@ -170,12 +212,15 @@ impl HttpContext for Filter {
             .get_current_time()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let cookies = h.cookies();
         let req = Request {
-            scheme: h.get_str(":scheme").unwrap_or("http"),
+            scheme: route
+                .url_scheme
+                .unwrap_or_else(|| h.get_str(":scheme").unwrap_or("http")),
             authority: h.get_str(":authority").unwrap_or(""),
             path,
             method,
-            cookie: h.get_str("cookie"),
+            cookie: cookies.as_deref(),
             token_header,
             client_ip: &client,
             now,
@@ -194,7 +239,6 @@ impl HttpContext for Filter {
         if out.checked {
             count(outcome_index(&out.result));
         }
-        let enforce = cfg.mode == Mode::Enforce;
         if let (Err(refusal), true) = (out.result, enforce) {
             let status = if refusal == Refusal::Expired {
                 cfg.expired_status
@@ -217,7 +261,7 @@ impl HttpContext for Filter {
         }
         // Shadow mode forwards everything as received, apart from what signing adds.
         let (mut new_path, mut new_cookie) = if enforce {
-            (out.stripped_path, out.stripped_cookie)
+            (out.stripped_path.or_else(|| rewritten.clone()), out.stripped_cookie)
         } else {
             (None, None)
         };

@@ -1,7 +1,8 @@
 //! Configuration: routes, each verifying one scheme with its keys, signing what it forwards, or both.
 
 pub use edge_common::Mode;
-use edge_common::{header_name, parse_config, ConfigError};
+use edge_common::path::check_config_path;
+use edge_common::{output_header_name, parse_config, ConfigError, PathPolicy};
 use serde::Deserialize;
 
 use crate::schemes::akamai::{self, Algorithm};
@@ -18,8 +19,14 @@ pub struct RawConfig {
     /// Status for expired tokens (403, or 410 Gone).
     #[serde(default = "default_expired_status")]
     pub expired_status: u16,
+    /// How paths are matched, and what happens to a non-canonical one under a route.
+    #[serde(default)]
+    pub paths: PathPolicy,
     pub routes: Vec<RawRoute>,
 }
+
+/// The largest clock-skew leeway: more would keep expired tokens valid.
+pub const MAX_LEEWAY_SECONDS: u64 = 3600;
 
 fn default_leeway() -> u64 {
     30
@@ -37,6 +44,10 @@ pub struct RawRoute {
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The scheme the client used, for URLs that are signed with it (Google, CloudFront), when a
+    /// TLS-terminating load balancer in front of Envoy makes `:scheme` differ: `http` or `https`.
+    #[serde(default)]
+    pub scheme: Option<String>,
     #[serde(default)]
     pub verify: Option<RawScheme>,
     /// Sign what is forwarded upstream (after verification, when both are set).
@@ -193,6 +204,7 @@ pub struct Config {
     pub mode: Mode,
     pub leeway: u64,
     pub expired_status: u32,
+    pub paths: PathPolicy,
     pub routes: Vec<Route>,
 }
 
@@ -201,6 +213,8 @@ pub struct Route {
     pub name: String,
     pub path_prefix: Option<String>,
     pub methods: Vec<String>,
+    /// Fixed client scheme (`http`/`https`), else `:scheme`.
+    pub url_scheme: Option<&'static str>,
     pub scheme: Option<Scheme>,
     pub sign: Option<crate::sign::Signer>,
     pub strip: bool,
@@ -240,6 +254,15 @@ impl Config {
                 format!("{} must be 403 or 410", raw.expired_status),
             ));
         }
+        if raw.leeway_seconds > MAX_LEEWAY_SECONDS {
+            return Err(ConfigError::new(
+                "leeway_seconds",
+                format!(
+                    "{} is more than {MAX_LEEWAY_SECONDS} (an hour): expired tokens would stay valid",
+                    raw.leeway_seconds
+                ),
+            ));
+        }
         if raw.routes.is_empty() {
             return Err(ConfigError::new("routes", "at least one route is required"));
         }
@@ -258,13 +281,19 @@ impl Config {
                 ));
             }
             if let Some(p) = &r.path_prefix {
-                if !p.starts_with('/') {
-                    return Err(ConfigError::new(
-                        format!("{at}.path_prefix"),
-                        format!("`{p}` must start with `/`"),
-                    ));
-                }
+                check_config_path(&format!("{at}.path_prefix"), p)?;
             }
+            let url_scheme = match r.scheme.as_deref() {
+                None => None,
+                Some("http") => Some("http"),
+                Some("https") => Some("https"),
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        format!("{at}.scheme"),
+                        format!("`{other}`: use http or https"),
+                    ))
+                }
+            };
             if r.verify.is_none() && r.sign.is_none() {
                 return Err(ConfigError::new(at, "needs `verify`, `sign` or both"));
             }
@@ -282,6 +311,7 @@ impl Config {
                 name: r.name,
                 path_prefix: r.path_prefix,
                 methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                url_scheme,
                 scheme,
                 sign,
                 strip: r.strip,
@@ -291,6 +321,7 @@ impl Config {
             mode: raw.mode,
             leeway: raw.leeway_seconds,
             expired_status: u32::from(raw.expired_status),
+            paths: raw.paths,
             routes,
         })
     }
@@ -313,7 +344,7 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
                 out.push(akamai_key(k, &format!("keys[{i}]"))?);
             }
             let token_name = match location {
-                Location::Header => header_name("token_name", &token_name, false)?,
+                Location::Header => output_header_name("token_name", &token_name)?,
                 _ if token_name.is_empty() => {
                     return Err(ConfigError::new("token_name", "must not be empty"))
                 }
@@ -376,9 +407,8 @@ fn compile_scheme(s: RawScheme) -> Result<Scheme, ConfigError> {
 }
 
 fn akamai_key(k: &RawAkamaiKey, at: &str) -> Result<(Vec<u8>, Algorithm), ConfigError> {
-    let key = akamai::decode_hex_key(&k.hex).ok_or_else(|| {
-        ConfigError::new(format!("{at}.hex"), "must be an even number of hex digits")
-    })?;
+    let key = akamai::decode_hex_key(&k.hex)
+        .ok_or_else(|| ConfigError::new(format!("{at}.hex"), akamai::hex_key_problem(&k.hex)))?;
     let alg = Algorithm::parse(&k.algorithm).ok_or_else(|| {
         ConfigError::new(
             format!("{at}.algorithm"),
@@ -424,7 +454,7 @@ fn compile_sign(s: RawSign) -> Result<crate::sign::Signer, ConfigError> {
         } => {
             let (key, algorithm) = akamai_key(&key, "key")?;
             let token_name = match location {
-                Location::Header => header_name("token_name", &token_name, false)?,
+                Location::Header => output_header_name("token_name", &token_name)?,
                 _ if token_name.is_empty() || token_name.contains(['=', ';', '&', ' ']) => {
                     return Err(ConfigError::new(
                         "token_name",
@@ -593,7 +623,7 @@ mod tests {
             (
                 r#"{"routes":[{"name":"a","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"abc"}]}}]}"#,
                 "routes[0].verify.keys[0].hex",
-                "even number",
+                "odd number of hex digits (3)",
             ),
             (
                 r#"{"routes":[{"name":"a","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"ab","algorithm":"sha512"}]}}]}"#,
@@ -643,7 +673,7 @@ mod tests {
             (
                 r#"{"routes":[{"name":"a","sign":{"scheme":"akamai_edgeauth","key":{"hex":"0g"},"lifetime_seconds":10}}]}"#,
                 "routes[0].sign.key.hex",
-                "even number",
+                "`g` is not a hex digit",
             ),
             (
                 r#"{"routes":[{"name":"a","sign":{"scheme":"akamai_edgeauth","key":{"hex":"00"},"lifetime_seconds":0}}]}"#,
@@ -655,6 +685,32 @@ mod tests {
                 "expired_status",
                 "403 or 410",
             ),
+            (
+                r#"{"leeway_seconds":18446744073709551615,"routes":[]}"#,
+                "leeway_seconds",
+                "more than 3600",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path_prefix":"//v/","sign":{"scheme":"akamai_edgeauth","key":{"hex":"00"}}}]}"#,
+                "routes[0].path_prefix",
+                "write `/v/`",
+            ),
+            (
+                r#"{"routes":[{"name":"a","scheme":"ftp","sign":{"scheme":"akamai_edgeauth","key":{"hex":"00"}}}]}"#,
+                "routes[0].scheme",
+                "use http or https",
+            ),
+            (
+                r#"{"routes":[{"name":"a","sign":{"scheme":"akamai_edgeauth","key":{"hex":"00"},"location":"header","token_name":"Authorization"}}]}"#,
+                "routes[0].sign.token_name",
+                "must not write it",
+            ),
+            (
+                r#"{"routes":[{"name":"a","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"00"}],"location":"header","token_name":"cookie"}}]}"#,
+                "routes[0].verify.token_name",
+                "must not write it",
+            ),
+            (r#"[]"#, "", "not an array"),
         ];
         for (json, field, msg) in cases {
             let e = Config::from_json(json.as_bytes()).unwrap_err();

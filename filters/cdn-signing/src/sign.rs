@@ -6,7 +6,9 @@
 //! mints per request (for CloudFront that is an RSA signature, about a millisecond: prefer a
 //! `resource` pattern).
 
-use edge_common::http::{append_query_param, split_path, strip_cookies, strip_query_params};
+use edge_common::http::{
+    append_query_param, param_name_is, split_path, strip_cookies, strip_query_params,
+};
 
 use crate::config::Location;
 use crate::schemes::akamai::{self, Algorithm};
@@ -120,14 +122,16 @@ impl Signer {
                 token_name,
                 location: Location::Query,
                 ..
-            } => strip_query_params(path, |n| n == token_name),
+            } => strip_query_params(path, |n| param_name_is(n, token_name)),
             SignScheme::SecureLink {
                 token_param,
                 expires_param,
                 ..
-            } => strip_query_params(path, |n| n == token_param || n == expires_param),
+            } => strip_query_params(path, |n| {
+                param_name_is(n, token_param) || param_name_is(n, expires_param)
+            }),
             _ if names.is_empty() => None,
-            _ => strip_query_params(path, |n| names.contains(&n)),
+            _ => strip_query_params(path, |n| names.iter().any(|w| param_name_is(n, w))),
         }
     }
 
@@ -281,7 +285,7 @@ pub fn apply(path: &str, cookie: Option<&str>, add: Additions) -> Rewrite {
         ..Rewrite::default()
     };
     if !add.query.is_empty() {
-        let mut p = strip_query_params(path, |n| add.query.iter().any(|(k, _)| k == n))
+        let mut p = strip_query_params(path, |n| add.query.iter().any(|(k, _)| param_name_is(n, k)))
             .unwrap_or_else(|| path.to_string());
         for (k, v) in &add.query {
             append_query_param(&mut p, k, v);
@@ -290,7 +294,9 @@ pub fn apply(path: &str, cookie: Option<&str>, add: Additions) -> Rewrite {
     }
     if !add.cookies.is_empty() {
         let existing = cookie.unwrap_or("");
-        let mut c = strip_cookies(existing, |n| add.cookies.iter().any(|(k, _)| k == n))
+        let mut c = strip_cookies(existing, |n| {
+            add.cookies.iter().any(|(k, _)| param_name_is(n, k))
+        })
             .unwrap_or_else(|| existing.trim().to_string());
         for (k, v) in &add.cookies {
             if !c.is_empty() {

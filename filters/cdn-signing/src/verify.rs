@@ -1,7 +1,10 @@
 //! The per-request decision of verify mode: which route applies, where its token is, whether it
 //! is valid, and the path to forward with the token stripped.
 
-use edge_common::http::{cookie, query_param, split_path, strip_cookies, strip_query_params};
+use edge_common::http::{
+    cookie, param_name_is, query_param, split_path, strip_cookies, strip_query_params,
+};
+use edge_common::path::{canonical_path, has_prefix, PathPolicy};
 
 use crate::config::{Config, Location, Route, Scheme};
 use crate::schemes::{akamai, cloudfront, google, secure_link, Refusal};
@@ -11,7 +14,9 @@ use crate::schemes::{akamai, cloudfront, google, secure_link, Refusal};
 pub struct Request<'a> {
     pub scheme: &'a str,
     pub authority: &'a str,
-    /// `:path` with the query.
+    /// `:path` with the query, as it will be forwarded. Routes are matched on its canonical
+    /// form; under a route the caller has already refused or rewritten a path that was not
+    /// canonical, so the token is checked against exactly what is forwarded.
     pub path: &'a str,
     pub method: &'a str,
     pub cookie: Option<&'a str>,
@@ -38,20 +43,45 @@ pub struct Outcome {
     pub strip_header: bool,
 }
 
-/// The route a request falls under, if any.
-pub fn route_for<'c>(cfg: &'c Config, path: &str, method: &str) -> Option<(usize, &'c Route)> {
-    let (p, _) = split_path(path);
-    cfg.routes.iter().enumerate().find(|(_, r)| {
+/// The route a request falls under, if any, by its canonical path (without query).
+pub fn route_for<'c>(cfg: &'c Config, canonical: &str, method: &str) -> Option<(usize, &'c Route)> {
+    route_at(&cfg.routes, cfg.paths, canonical, method)
+}
+
+fn route_at<'c>(
+    routes: &'c [Route],
+    paths: PathPolicy,
+    p: &str,
+    method: &str,
+) -> Option<(usize, &'c Route)> {
+    routes.iter().enumerate().find(|(_, r)| {
         r.path_prefix
             .as_deref()
-            .is_none_or(|pre| p.starts_with(pre))
+            .is_none_or(|pre| has_prefix(p, pre, paths.case_sensitive))
             && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
     })
 }
 
-/// Verifies a request; `None` when no route protects it.
+/// Google's and CloudFront's query parameters.
+const GOOGLE_PARAMS: [&str; 4] = ["Expires", "KeyName", "Signature", "URLPrefix"];
+const CLOUDFRONT_PARAMS: [&str; 5] = [
+    "Expires",
+    "Policy",
+    "Signature",
+    "Key-Pair-Id",
+    "Hash-Algorithm",
+];
+
+fn any_name(raw: &str, names: &[&str]) -> bool {
+    names.iter().any(|w| param_name_is(raw, w))
+}
+
+/// Verifies a request; `None` when no route protects it (or its path is unsafe: the caller
+/// refuses those first).
 pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
-    let (idx, route) = route_for(cfg, r.path, r.method)?;
+    let canonical = canonical_path(r.path).ok()?;
+    let (idx, route) = route_for(cfg, &canonical, r.method)?;
+    let url_scheme = route.url_scheme.unwrap_or(r.scheme);
     let Some(scheme) = &route.scheme else {
         return Some(Outcome {
             route: idx,
@@ -62,7 +92,14 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             strip_header: false,
         });
     };
-    let (path_only, query) = split_path(r.path);
+    // Tokens are checked against the canonical path (with the query as sent), so a token's
+    // scope cannot be escaped by `..`, `//` or escapes.
+    let (_, query) = split_path(r.path);
+    let path_only: &str = &canonical;
+    let full_url = || match query {
+        Some(q) => format!("{url_scheme}://{}{path_only}?{q}", r.authority),
+        None => format!("{url_scheme}://{}{path_only}", r.authority),
+    };
     let query = query.unwrap_or("");
     let result: Result<(), Refusal> = match scheme {
         Scheme::Akamai {
@@ -95,7 +132,7 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             cookie: use_cookie,
         } => {
             let lookup = |name: &str| keys.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone());
-            let full = format!("{}://{}{}", r.scheme, r.authority, r.path);
+            let full = full_url();
             let check = google::Check {
                 url: &full,
                 now: r.now,
@@ -114,7 +151,7 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
             cookie: use_cookie,
         } => {
             let lookup = |id: &str| keys.iter().find(|(k, _)| k == id).map(|(_, k)| k);
-            let full = format!("{}://{}{}", r.scheme, r.authority, r.path);
+            let full = full_url();
             let ip = || (r.client_ip)().and_then(|s| s.parse().ok());
             let check = cloudfront::Check {
                 url: &full,
@@ -161,26 +198,21 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
     let strip = route.strip && result.is_ok();
     let stripped_path = if strip {
         match scheme {
-            Scheme::Akamai {
-                token_name,
-                location: Location::Query,
-                ..
-            } => strip_query_params(r.path, |n| n == token_name),
-            Scheme::Akamai { .. } => None,
-            Scheme::Google { .. } => strip_query_params(r.path, |n| {
-                matches!(n, "Expires" | "KeyName" | "Signature" | "URLPrefix")
-            }),
-            Scheme::Cloudfront { .. } => strip_query_params(r.path, |n| {
-                matches!(
-                    n,
-                    "Expires" | "Policy" | "Signature" | "Key-Pair-Id" | "Hash-Algorithm"
-                )
-            }),
+            // A query copy of the token goes whatever the location, so an origin never sees one.
+            Scheme::Akamai { token_name, .. } => {
+                strip_query_params(r.path, |n| param_name_is(n, token_name))
+            }
+            Scheme::Google { .. } => strip_query_params(r.path, |n| any_name(n, &GOOGLE_PARAMS)),
+            Scheme::Cloudfront { .. } => {
+                strip_query_params(r.path, |n| any_name(n, &CLOUDFRONT_PARAMS))
+            }
             Scheme::SecureLink {
                 token_param,
                 expires_param,
                 ..
-            } => strip_query_params(r.path, |n| n == token_param || n == expires_param),
+            } => strip_query_params(r.path, |n| {
+                param_name_is(n, token_param) || param_name_is(n, expires_param)
+            }),
         }
     } else {
         None
@@ -194,12 +226,12 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
                 location: Location::Cookie,
                 ..
             },
-        ) => strip_cookies(c, |n| n == token_name),
+        ) => strip_cookies(c, |n| param_name_is(n, token_name)),
         (true, Some(c), Scheme::Google { cookie: true, .. }) => {
-            strip_cookies(c, |n| n == "Cloud-CDN-Cookie")
+            strip_cookies(c, |n| param_name_is(n, "Cloud-CDN-Cookie"))
         }
         (true, Some(c), Scheme::Cloudfront { cookie: true, .. }) => {
-            strip_cookies(c, |n| cloudfront::COOKIES.contains(&n))
+            strip_cookies(c, |n| any_name(n, &cloudfront::COOKIES))
         }
         _ => None,
     };
@@ -297,6 +329,136 @@ mod tests {
         assert_eq!(
             (o.result, o.stripped_path.as_deref()),
             (Ok(()), Some("/videos/1.ts?a=1&b=2"))
+        );
+    }
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn scope_is_checked_on_the_canonical_path() {
+        use crate::schemes::akamai::{generate, Algorithm, TokenSpec};
+        let key = [0x52u8, 0xa1, 0x52, 0xa1];
+        let tok = generate(
+            &key,
+            Algorithm::Sha256,
+            &TokenSpec {
+                ip: None,
+                start: None,
+                exp: 2_000_000_000,
+                acl: Some("/videos/a/*"),
+                url: None,
+                id: None,
+                data: None,
+                salt: None,
+                escape_early: false,
+            },
+        );
+        let cfg = Config::from_json(br#"{"routes":[{"name":"v","path_prefix":"/videos/","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"52a152a1"}]}}]}"#).unwrap();
+        let at = |p: String| {
+            verify(
+                &cfg,
+                &Request {
+                    scheme: "http",
+                    authority: "h",
+                    path: &p,
+                    method: "GET",
+                    cookie: None,
+                    token_header: None,
+                    client_ip: &|| None,
+                    now: 1_900_000_000,
+                },
+            )
+            .map(|o| o.result)
+        };
+        assert_eq!(at(format!("/videos/a/x?__token__={tok}")), Some(Ok(())));
+        assert_eq!(
+            at(format!("/videos/a/../b/x?__token__={tok}")),
+            Some(Err(Refusal::WrongScope))
+        );
+        assert_eq!(
+            at(format!("/videos/a/%2E%2E/b/x?__token__={tok}")),
+            Some(Err(Refusal::WrongScope))
+        );
+        // Prefix matching folds case by default: `/VIDEOS/` is protected too.
+        assert_eq!(at("/VIDEOS/b/x".into()), Some(Err(Refusal::Missing)));
+        assert_eq!(at("//videos/b/x".into()), Some(Err(Refusal::Missing)));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn google_prefix_scope_and_scheme_override() {
+        let key = crate::schemes::google::decode_key("nZtRohdNF9m3cKM24IcK4w==").unwrap();
+        let q = crate::schemes::google::sign_prefix(
+            "https://h/media/a/",
+            "my-key",
+            &key,
+            2_000_000_000,
+        );
+        let cfg = |scheme: &str| {
+            Config::from_json(format!(r#"{{"routes":[{{"name":"v","path_prefix":"/media/"{scheme},"verify":{{"scheme":"google_cdn","keys":{{"my-key":"nZtRohdNF9m3cKM24IcK4w=="}}}}}}]}}"#).as_bytes()).unwrap()
+        };
+        let at = |cfg: &Config, p: &str| {
+            verify(
+                cfg,
+                &Request {
+                    scheme: "http",
+                    authority: "h",
+                    path: &format!("{p}?{q}"),
+                    method: "GET",
+                    cookie: None,
+                    token_header: None,
+                    client_ip: &|| None,
+                    now: 1_900_000_000,
+                },
+            )
+            .map(|o| o.result)
+        };
+        let behind_tls_lb = cfg(r#","scheme":"https""#);
+        assert_eq!(at(&behind_tls_lb, "/media/a/x.mp4"), Some(Ok(())));
+        assert_eq!(
+            at(&behind_tls_lb, "/media/a/../b/x.mp4"),
+            Some(Err(Refusal::WrongScope))
+        );
+        // Without the override the request's own `http` is signed over, and fails.
+        assert_ne!(at(&cfg(""), "/media/a/x.mp4"), Some(Ok(())));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn every_spelling_of_a_token_is_stripped() {
+        let tok = "st=1700000000~exp=1700003600~acl=/videos/*!/images/*~hmac=d54fe247515ce6d48c54471b894c3d093c667e257119231ba0b30494a9afe899";
+        let cfg = |loc: &str| {
+            Config::from_json(format!(r#"{{"routes":[{{"name":"v","verify":{{"scheme":"akamai_edgeauth","location":"{loc}","keys":[{{"hex":"52a152a152a152a152a152a152a1"}}]}}}}]}}"#).as_bytes()).unwrap()
+        };
+        let base = Request {
+            scheme: "http",
+            authority: "h",
+            path: "",
+            method: "GET",
+            cookie: None,
+            token_header: None,
+            client_ip: &|| None,
+            now: 1_700_000_100,
+        };
+        let p = format!("/videos/1.ts?a=1&__token__={tok}&%5F%5Ftoken%5F%5F=evil&_%5ftoken__=x");
+        let o = verify(&cfg("query"), &Request { path: &p, ..base }).unwrap();
+        assert_eq!(
+            (o.result, o.stripped_path.as_deref()),
+            (Ok(()), Some("/videos/1.ts?a=1"))
+        );
+        // A cookie route strips a query copy too, and reads the token from the cookie.
+        let p = "/videos/1.ts?__token__=evil&b=2";
+        let c = format!("sid=1; __token__={tok}");
+        let o = verify(
+            &cfg("cookie"),
+            &Request {
+                path: p,
+                cookie: Some(&c),
+                ..base
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (o.result, o.stripped_path.as_deref(), o.stripped_cookie.as_deref()),
+            (Ok(()), Some("/videos/1.ts?b=2"), Some("sid=1"))
         );
     }
 }

@@ -63,6 +63,22 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
     } else {
         bytes
     };
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[') => {
+            return Err(ConfigError::new(
+                "",
+                "must be a JSON object (`{...}`), not an array",
+            ))
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "",
+                "must be a JSON object (`{...}`) given as a string: in Envoy YAML, \
+                 `configuration: {\"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{...}'}`",
+            ))
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
@@ -94,6 +110,55 @@ pub fn header_name(field: &str, name: &str, pseudo: bool) -> Result<String, Conf
         ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// Headers a filter must never set, replace or strip, because they carry credentials, frame the
+/// message, belong to one hop only, or steer routing and client identity:
+/// a configured output header name that is one of these (or a pseudo-header, or starts with
+/// `x-envoy-`) is refused at load.
+pub const PROTECTED_HEADERS: &[&str] = &[
+    // credentials
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    // framing
+    "content-length",
+    "content-encoding",
+    "content-type",
+    "transfer-encoding",
+    "expect",
+    // hop-by-hop (RFC 9110 section 7.6.1)
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    // routing and client identity
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
+    "via",
+];
+
+/// Checks a header name a filter writes (adds, replaces or strips) and returns it lowercase: an
+/// RFC 9110 token that is not a pseudo-header nor one of [`PROTECTED_HEADERS`].
+pub fn output_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let lower = header_name(field, name, false)?;
+    if PROTECTED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "`{name}` is a credential, framing, hop-by-hop or routing header; a filter must not write it"
+            ),
+        ));
+    }
+    Ok(lower)
 }
 
 /// Checks a cookie name from configuration (an RFC 6265 name: an RFC 9110 token) and returns it
@@ -212,6 +277,13 @@ mod tests {
         let err = parse_config::<Root>(br#"{"rules":["#).unwrap_err();
         assert!(err.message.contains("EOF"), "{err}");
         assert_eq!(err.to_string().lines().count(), 1);
+        assert_eq!(
+            parse_config::<Root>(b"[]").unwrap_err().to_string(),
+            "invalid configuration: (root): must be a JSON object (`{...}`), not an array"
+        );
+        let err = parse_config::<Root>(b"rules: []").unwrap_err();
+        assert!(err.message.contains("StringValue"), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -229,6 +301,27 @@ mod tests {
         assert!(valid_header_value("text/plain; charset=utf-8"));
         assert!(!valid_header_value("a\nb"));
         assert!(!valid_header_value("caf\u{e9}"));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn output_headers_exclude_credentials_framing_hop_and_routing() {
+        assert_eq!(output_header_name("f", "X-Stage").unwrap(), "x-stage");
+        for bad in [
+            "host",
+            "Cookie",
+            "authorization",
+            ":path",
+            ":authority",
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "x-forwarded-for",
+            "x-envoy-original-path",
+        ] {
+            let e = output_header_name("headers.score", bad).unwrap_err();
+            assert_eq!(e.field, "headers.score", "{bad}");
+        }
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -73,6 +73,26 @@ impl<'a> HeaderMapView<'a> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Every `cookie` header, joined with `; ` as RFC 6265 section 5.4 (and RFC 9113 for HTTP/2
+    /// crumbs) defines: an HTTP/1.1 client may send several. Borrowed when there is one. Values
+    /// that are not UTF-8 are skipped.
+    pub fn cookies(&self) -> Option<std::borrow::Cow<'a, str>> {
+        let mut values = self
+            .iter()
+            .filter(|(n, _)| *n == b"cookie")
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok());
+        let first = values.next()?;
+        let Some(second) = values.next() else {
+            return Some(std::borrow::Cow::Borrowed(first));
+        };
+        let mut all = format!("{first}; {second}");
+        for v in values {
+            all.push_str("; ");
+            all.push_str(v);
+        }
+        Some(std::borrow::Cow::Owned(all))
+    }
+
     /// Whether header `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -173,6 +193,13 @@ mod tests {
         assert!(m.contains("user-agent") && !m.contains("accept"));
         assert_eq!(m.iter().count(), 6);
         assert!(HeaderMapView::parse(b"").unwrap().is_empty());
+        assert_eq!(m.cookies(), None);
+        let two = serialize(&[(b"cookie", b"a=1"), (b"x", b"y"), (b"cookie", b"b=2; c=3")]);
+        let m = HeaderMapView::parse(&two).unwrap();
+        assert_eq!(m.cookies().as_deref(), Some("a=1; b=2; c=3"));
+        let one = serialize(&[(b"cookie", b"a=1")]);
+        let m = HeaderMapView::parse(&one).unwrap();
+        assert!(matches!(m.cookies(), Some(std::borrow::Cow::Borrowed("a=1"))));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

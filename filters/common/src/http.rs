@@ -52,6 +52,37 @@ pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// Whether a raw (percent-encoded) query parameter name decodes to `want`: `%5F%5Ftoken%5F%5F`
+/// and `__token__` are the same name to an origin that decodes names, so a filter that strips a
+/// parameter strips every spelling of it. `+` decodes to a space, as in form encoding.
+pub fn param_name_is(raw: &str, want: &str) -> bool {
+    if !raw.contains(['%', '+']) {
+        return raw == want;
+    }
+    let b = raw.as_bytes();
+    let mut want = want.bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let (decoded, step) = match c {
+            b'%' => match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => ((h << 4) | l, 3),
+                _ => (b'%', 1),
+            },
+            b'+' => (b' ', 1),
+            c => (c, 1),
+        };
+        if want.next() != Some(decoded) {
+            return false;
+        }
+        i += step;
+    }
+    want.next().is_none()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
 /// Removes the query parameters for which `drop` returns true, keeping every other byte of the
 /// path as received (order, encoding, empty pairs). Returns `None` when nothing was removed, so the
 /// caller can skip rewriting `:path`.
@@ -130,6 +161,20 @@ mod tests {
     }
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn param_names_match_every_spelling() {
+        assert!(param_name_is("__token__", "__token__"));
+        assert!(param_name_is("%5F%5Ftoken%5F%5F", "__token__"));
+        assert!(param_name_is("%5f_tok%65n__", "__token__"));
+        assert!(param_name_is("a+b", "a b"));
+        assert!(!param_name_is("__token_", "__token__"));
+        assert!(!param_name_is("__token__x", "__token__"));
+        assert!(!param_name_is("%5F%5Ftoken%5F", "__token__"));
+        assert!(!param_name_is("%zz", "__token__"));
+        assert!(param_name_is("%", "%"));
+    }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

@@ -6,11 +6,17 @@
 
 pub mod cidr;
 pub mod config;
+pub mod crypto;
 pub mod hash;
 pub mod headermap;
 pub mod http;
 pub mod ip;
 pub mod metrics;
+pub mod path;
 
 pub use cidr::CidrSet;
-pub use config::{cookie_name, header_name, parse_config, valid_header_value, ConfigError, Mode};
+pub use config::{
+    cookie_name, header_name, output_header_name, parse_config, valid_header_value, ConfigError,
+    Mode,
+};
+pub use path::{PathPolicy, PathVerdict, RequestPath};

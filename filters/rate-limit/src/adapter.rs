@@ -12,6 +12,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
 use edge_common::headermap::{host, HeaderMapView};
 use edge_common::metrics::host::BatchedCounters;
+use edge_common::path::{self, PathVerdict, RequestPath};
 
 use crate::config::{Config, Mode};
 use crate::limiter::{
@@ -37,6 +38,8 @@ struct State {
     cfg: Config,
     ns: String,
     metrics: Vec<RuleMetrics>,
+    /// `rate_limit.bad_path`: paths refused (or, in shadow mode, that would be) with 400.
+    bad_path: u32,
 }
 
 struct Root {
@@ -114,13 +117,25 @@ impl RootContext for Root {
                 }
             }
         }
+        let bad_path = match metric("rate_limit.bad_path") {
+            Ok(id) => id,
+            Err(e) => {
+                log::error(&e);
+                return false;
+            }
+        };
         log::info(&format!(
             "configured {} rule(s), {} buckets, mode {:?}",
             cfg.rules.len(),
             cfg.max_buckets,
             cfg.mode
         ));
-        self.state = Some(Rc::new(State { cfg, ns, metrics }));
+        self.state = Some(Rc::new(State {
+            cfg,
+            ns,
+            metrics,
+            bad_path,
+        }));
         // Leases of the previous configuration's rules must not carry over.
         self.leases = Rc::default();
         if let Ok(mut p) = self.pending.try_borrow_mut() {
@@ -192,8 +207,39 @@ impl HttpContext for Filter {
             log::error("malformed request header map from the host; request not limited");
             return Action::Continue;
         };
+        let raw_path = headers.get_str(":path").unwrap_or("");
+        let shadow = cfg.mode == Mode::Shadow;
+        // Rules match the canonical path; a path that is unsafe, or not canonical under a path
+        // condition, is refused (or rewritten to what is checked), never passed unchecked.
+        let req_path = RequestPath::new(raw_path);
+        if cfg.uses_paths {
+            match path::verdict(&req_path, raw_path, cfg.paths, |p| cfg.path_covered(p)) {
+                PathVerdict::Check => {}
+                PathVerdict::Rewrite(p) => {
+                    if !shadow {
+                        self.set_http_request_header(":path", Some(&p));
+                    }
+                }
+                PathVerdict::Reject(code) => {
+                    if let Ok(mut p) = self.pending.try_borrow_mut() {
+                        p.add(state.bad_path, 1);
+                    }
+                    if !shadow {
+                        self.send_http_response(
+                            400,
+                            vec![
+                                ("content-type", "application/json"),
+                                ("x-rate-limit-reason", code),
+                            ],
+                            Some(path::reject_body(code).as_bytes()),
+                        );
+                        return Action::Pause;
+                    }
+                }
+            }
+        }
         let line = RequestLine::new(
-            headers.get_str(":path"),
+            Some(req_path.canonical()),
             headers.get_str(":method"),
             headers.get_str(":authority"),
         );
@@ -202,7 +248,6 @@ impl HttpContext for Filter {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         };
-        let shadow = cfg.mode == Mode::Shadow;
         let Ok(mut pending) = self.pending.try_borrow_mut() else {
             return Action::Continue;
         };

@@ -2,7 +2,8 @@
 //! pre-compiled form (regexes built, buckets computed, names checked) produced once at configure.
 
 pub use edge_common::Mode;
-use edge_common::{header_name, parse_config, valid_header_value, ConfigError};
+use edge_common::path::{check_config_path, has_prefix, is_exact};
+use edge_common::{header_name, parse_config, valid_header_value, ConfigError, PathPolicy};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -53,8 +54,15 @@ pub struct RawConfig {
     pub limited_response: RawResponse,
     #[serde(default)]
     pub rate_limit_headers: RawHeaders,
+    /// How paths are matched, and what happens to a non-canonical one under a path condition.
+    #[serde(default)]
+    pub paths: PathPolicy,
     pub rules: Vec<RawRule>,
 }
+
+/// The largest bucket table: every slot is created when the plugin is configured (see
+/// `limiter`), which takes about a second per 100,000 slots in Envoy; this many load in seconds.
+pub const MAX_BUCKETS: u32 = 1_048_576;
 
 fn default_max_buckets() -> u32 {
     65_536
@@ -161,7 +169,31 @@ pub struct Config {
     pub ietf_draft: bool,
     pub x_ratelimit: bool,
     pub headers_on_allowed: bool,
+    pub paths: PathPolicy,
+    /// Some rule matches or keys on the path (so unsafe paths are refused).
+    pub uses_paths: bool,
     pub rules: Vec<Rule>,
+}
+
+impl Config {
+    /// Whether `path` (without query) meets some rule's path condition.
+    pub fn path_covered(&self, path: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !matches!(r.path, PathMatch::Any) && r.path.matches(path, self.paths))
+    }
+}
+
+impl PathMatch {
+    /// Whether `path` (canonical, without query) meets this condition.
+    pub fn matches(&self, path: &str, policy: PathPolicy) -> bool {
+        match self {
+            PathMatch::Any => true,
+            PathMatch::Prefix(p) => has_prefix(path, p, policy.case_sensitive),
+            PathMatch::Exact(p) => is_exact(path, p, policy.case_sensitive),
+            PathMatch::Regex(re) => re.is_match(path),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -211,10 +243,10 @@ impl Config {
     }
 
     pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        if raw.max_buckets < 16 || raw.max_buckets > 4_000_000 {
+        if raw.max_buckets < 16 || raw.max_buckets > MAX_BUCKETS {
             return Err(ConfigError::new(
                 "max_buckets",
-                format!("{} is out of range 16..=4000000", raw.max_buckets),
+                format!("{} is out of range 16..={MAX_BUCKETS}", raw.max_buckets),
             ));
         }
         let r = &raw.limited_response;
@@ -254,6 +286,10 @@ impl Config {
             ietf_draft: raw.rate_limit_headers.ietf_draft,
             x_ratelimit: raw.rate_limit_headers.x_ratelimit,
             headers_on_allowed: raw.rate_limit_headers.on_allowed,
+            paths: raw.paths,
+            uses_paths: rules
+                .iter()
+                .any(|r| !matches!(r.path, PathMatch::Any) || r.key.contains(&KeyPart::Path)),
             rules,
         })
     }
@@ -287,10 +323,10 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
         ));
     }
     let path = if let Some(p) = m.path_prefix {
-        check_path("match.path_prefix", &p)?;
+        check_config_path("match.path_prefix", &p)?;
         PathMatch::Prefix(p)
     } else if let Some(p) = m.path_exact {
-        check_path("match.path_exact", &p)?;
+        check_config_path("match.path_exact", &p)?;
         PathMatch::Exact(p)
     } else if let Some(p) = m.path_regex {
         // Anchored: the whole path must match, as in Envoy's route `safe_regex`.
@@ -428,16 +464,6 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
     })
 }
 
-fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
-    if !p.starts_with('/') {
-        return Err(ConfigError::new(
-            field,
-            format!("`{p}` must start with `/`"),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +591,16 @@ mod tests {
                 "must start with `/`",
             ),
             (
+                r#"{"rules":[{"name":"a","match":{"path_exact":"/api//x/"},"key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "rules[0].match.path_exact",
+                "write `/api/x/`",
+            ),
+            (
+                r#"{"paths":{"non_canonical":"ignore"},"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
+                "paths.non_canonical",
+                "unknown variant `ignore`",
+            ),
+            (
                 r#"{"limited_response":{"status":99},"rules":[{"name":"a","key":[{"type":"path"}],"requests_per_unit":1,"unit":"second"}]}"#,
                 "limited_response.status",
                 "not an HTTP status",
@@ -586,5 +622,32 @@ mod tests {
             assert_eq!(e.field, field, "{json}: {e}");
             assert!(e.message.contains(msg), "{json}: {e}");
         }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn path_conditions_fold_case_unless_told() {
+        let json = |paths: &str| {
+            format!(
+                r#"{{{paths}"rules":[
+                {{"name":"a","match":{{"path_prefix":"/api/"}},"key":[{{"type":"client_ip"}}],"requests_per_unit":1,"unit":"second"}},
+                {{"name":"b","match":{{"path_exact":"/login"}},"key":[{{"type":"client_ip"}}],"requests_per_unit":1,"unit":"second"}}]}}"#
+            )
+        };
+        let c = Config::from_json(json("").as_bytes()).unwrap();
+        assert!(c.uses_paths);
+        for p in ["/api/x", "/API/x", "/Login", "/login"] {
+            assert!(c.path_covered(p), "{p}");
+        }
+        for p in ["/api", "/static/x", "/login/x"] {
+            assert!(!c.path_covered(p), "{p}");
+        }
+        let c = Config::from_json(json(r#""paths":{"case_sensitive":true},"#).as_bytes()).unwrap();
+        assert!(c.path_covered("/api/x") && !c.path_covered("/API/x"));
+        let ip_only = Config::from_json(
+            br#"{"rules":[{"name":"a","key":[{"type":"client_ip"}],"requests_per_unit":1,"unit":"second"}]}"#,
+        )
+        .unwrap();
+        assert!(!ip_only.uses_paths);
     }
 }

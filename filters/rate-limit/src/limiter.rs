@@ -30,7 +30,8 @@ use std::net::IpAddr;
 use edge_common::hash::{hash64, scale};
 
 use crate::bucket::{ceil_secs, TakeN};
-use crate::config::{Config, FailureMode, KeyPart, MissingKey, PathMatch, Rule};
+use crate::config::{Config, FailureMode, KeyPart, MissingKey, Rule};
+use edge_common::PathPolicy;
 
 /// Attempts at a conflicting compare-and-swap before the failure mode applies.
 pub const MAX_ATTEMPTS: u32 = 32;
@@ -48,7 +49,7 @@ pub trait RequestView {
 /// The request line parts the rules look at, borrowed from the request's headers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RequestLine<'a> {
-    /// `:path` without the query.
+    /// The canonical path (`edge_common::path`), without the query.
     pub path: &'a str,
     pub method: &'a str,
     /// `:authority` without port (compared case-insensitively).
@@ -56,7 +57,7 @@ pub struct RequestLine<'a> {
 }
 
 impl<'a> RequestLine<'a> {
-    /// Builds it from raw pseudo-header values.
+    /// Builds it from pseudo-header values; `path` is the canonical path (a query is dropped).
     pub fn new(path: Option<&'a str>, method: Option<&'a str>, authority: Option<&'a str>) -> Self {
         let path = path.map_or("", |p| edge_common::http::split_path(p).0);
         let host = authority.map_or("", |a| {
@@ -199,7 +200,7 @@ pub fn decide(
     let mut d = Decision::default();
     let mut now: Option<u64> = None;
     for (i, rule) in cfg.rules.iter().enumerate() {
-        if !matches(rule, line, req) {
+        if !matches(rule, cfg.paths, line, req) {
             continue;
         }
         let Some(fp) = fingerprint(rule, line, req) else {
@@ -232,14 +233,8 @@ pub fn decide(
     d
 }
 
-fn matches(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> bool {
-    let path_ok = match &rule.path {
-        PathMatch::Any => true,
-        PathMatch::Prefix(p) => line.path.starts_with(p.as_str()),
-        PathMatch::Exact(p) => line.path == p,
-        PathMatch::Regex(re) => re.is_match(line.path),
-    };
-    path_ok
+fn matches(rule: &Rule, paths: PathPolicy, line: &RequestLine, req: &dyn RequestView) -> bool {
+    rule.path.matches(line.path, paths)
         && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == line.method))
         && (rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.eq_ignore_ascii_case(line.host)))
         && rule
@@ -423,6 +418,14 @@ fn take(
 /// Creates every slot that does not exist yet (empty), so all later updates are CAS-checked.
 /// Existing slots (another worker's, or a previous configuration's) are left as they are.
 pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedStore) -> Result<(), StoreError> {
+    // The first VM to configure creates the table and then records its size; every other VM
+    // (one per worker, and each reload with the same table) reads that one key and is done.
+    let marker = format!("{ns}:table");
+    if let (Some(v), _) = store.get(&marker)? {
+        if v.as_slice() == n.to_le_bytes() {
+            return Ok(());
+        }
+    }
     let empty = encode(0, 0);
     for i in 0..n {
         let k = slot_key(ns, i);
@@ -433,7 +436,10 @@ pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedStore) -> Result<(), Sto
             }
         }
     }
-    Ok(())
+    match store.set(&marker, &n.to_le_bytes(), None) {
+        Ok(()) | Err(StoreError::CasMismatch) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -560,6 +566,21 @@ mod tests {
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn the_table_is_created_once_per_size() {
+        let s = MemStore::default();
+        ensure_slots("rl", 16, &s).unwrap();
+        assert_eq!(s.map.borrow().len(), 17);
+        // Another VM (or a reload) with the same table only reads the marker.
+        s.map.borrow_mut().remove("rl:3");
+        ensure_slots("rl", 16, &s).unwrap();
+        assert!(!s.map.borrow().contains_key("rl:3"));
+        // A new size checks every slot again.
+        ensure_slots("rl", 32, &s).unwrap();
+        assert_eq!(s.map.borrow().len(), 33);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn limits_per_key_and_reports_numbers() {
         let (c, s) = setup(BY_HEADER);
         let line = RequestLine::new(Some("/x?y=1"), Some("GET"), Some("Example.com:8080"));
@@ -677,7 +698,11 @@ mod tests {
         for i in 0..20_000 {
             run(&c, &line, &keyed(&format!("k{i}")), &s, 10 * S + 1_000_000);
         }
-        assert_eq!(s.map.borrow().len(), 1024, "no slot beyond max_buckets");
+        assert_eq!(
+            s.map.borrow().len(),
+            1024 + 1,
+            "no slot beyond max_buckets (and the table marker)"
+        );
         // The hot key's bucket is the most constrained one in its slots (TAT furthest ahead),
         // so it was never evicted: still limited.
         assert!(

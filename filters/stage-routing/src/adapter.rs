@@ -13,7 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
-use crate::assign::{assign, Reason, Request};
+use crate::assign::{assign, pin_cookie, Reason, Request};
 use crate::config::{Config, Mode, StageData};
 use crate::poll::{Outcome, Poller, Response};
 
@@ -32,6 +32,8 @@ struct Metrics {
     /// Assignments per reason, in `Reason::ALL` order.
     reasons: Vec<u32>,
     override_rejected: u32,
+    /// Pin cookies ignored: forged, stale or for another user.
+    pin_rejected: u32,
     version: u32,
     updates: u32,
     not_modified: u32,
@@ -64,6 +66,7 @@ fn define_metrics(cfg: &Config) -> Result<Metrics, String> {
         stages,
         reasons,
         override_rejected: metric(MetricType::Counter, "stage_routing.override_rejected")?,
+        pin_rejected: metric(MetricType::Counter, "stage_routing.pin_rejected")?,
         version: metric(MetricType::Gauge, "stage_routing.data_version")?,
         updates: metric(MetricType::Counter, "stage_routing.control_plane.updates")?,
         not_modified: metric(
@@ -404,22 +407,29 @@ impl HttpContext for Filter {
         let data = state.data.borrow().clone();
         let header = |n: &str| h.get_str(n);
         let ip = || self.client_ip();
-        let a = assign(
-            cfg,
-            &data,
-            &Request {
-                authority: h.get_str(":authority").unwrap_or(""),
-                path: h.get_str(":path").unwrap_or(""),
-                header: &header,
-                cookie: h.get_str("cookie"),
-                client_ip: &ip,
-            },
-        );
-        let client_sent = h.contains(&cfg.stage_header);
-        let pinned = match (&cfg.pin, a.reason) {
-            (Some(pin), Reason::Hash | Reason::Fallback) => Some(pin),
+        let cookies = h.cookies();
+        // The clock is read only when pins are configured (they carry an issue time).
+        let now = if cfg.pin.is_some() {
+            now_ms(self) / 1000
+        } else {
+            0
+        };
+        let req = Request {
+            authority: h.get_str(":authority").unwrap_or(""),
+            path: h.get_str(":path").unwrap_or(""),
+            header: &header,
+            cookie: cookies.as_deref(),
+            client_ip: &ip,
+            now,
+        };
+        let a = assign(cfg, &data, &req);
+        let stage = cfg.stages.get(a.stage).map_or("", String::as_str);
+        let set_cookie = match a.reason {
+            Reason::Hash | Reason::Fallback => pin_cookie(cfg, &req, stage),
             _ => None,
         };
+        let client_sent = h.contains(&cfg.stage_header);
+        drop(cookies);
         drop(map);
         if let Ok(mut p) = self.pending.try_borrow_mut() {
             if let Some(&id) = state.metrics.stages.get(a.stage) {
@@ -431,8 +441,10 @@ impl HttpContext for Filter {
             if a.override_rejected {
                 p.add(state.metrics.override_rejected, 1);
             }
+            if a.pin_rejected {
+                p.add(state.metrics.pin_rejected, 1);
+            }
         }
-        let stage = cfg.stages.get(a.stage).map_or("", String::as_str);
         // Changing a request header makes Envoy clear its route cache and match the routes again
         // (for modules of Proxy-Wasm ABI 0.2.1, which the Rust SDK exports; Envoy 1.33+ stopped
         // doing so only for later ABIs), so the route follows the header without a
@@ -447,9 +459,7 @@ impl HttpContext for Filter {
         if client_sent || a.stage != cfg.base || cfg.header_on_base_stage {
             self.set_http_request_header(&cfg.stage_header, Some(stage));
         }
-        if let Some(pin) = pinned {
-            self.set_cookie = Some(format!("{}={stage}{}", pin.name, pin.attributes));
-        }
+        self.set_cookie = set_cookie;
         Action::Continue
     }
 

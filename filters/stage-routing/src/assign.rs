@@ -94,6 +94,8 @@ pub struct Request<'a> {
     pub cookie: Option<&'a str>,
     /// The client address, looked up only if an allowlist or the sticky key needs it.
     pub client_ip: &'a dyn Fn() -> Option<IpAddr>,
+    /// Unix seconds (pin cookies expire).
+    pub now: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,59 @@ pub struct Assignment {
     pub reason: Reason,
     /// An override named a stage it may not select (or no stage): ignored.
     pub override_rejected: bool,
+    /// A pin cookie was sent but is forged, stale or for another user: ignored.
+    pub pin_rejected: bool,
+}
+
+/// The value a request's sticky key has: the first configured key the request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sticky<'a> {
+    Value(&'a [u8]),
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Sticky<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Sticky::Value(v) => v,
+            Sticky::V4(a) => a,
+            Sticky::V6(a) => a,
+        }
+    }
+}
+
+/// The request's sticky key, if it carries any of the configured ones.
+pub fn sticky<'a>(cfg: &Config, r: &Request<'a>) -> Option<Sticky<'a>> {
+    cfg.sticky.iter().find_map(|k| match k {
+        StickyKey::Cookie(name) => r
+            .cookie
+            .and_then(|c| cookie(c, name))
+            .filter(|v| !v.is_empty())
+            .map(|v| Sticky::Value(v.as_bytes())),
+        StickyKey::Header(name) => (r.header)(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| Sticky::Value(v.as_bytes())),
+        StickyKey::ClientIp => (r.client_ip)().map(|ip| match edge_common::ip::canonical(ip) {
+            IpAddr::V4(v4) => Sticky::V4(v4.octets()),
+            IpAddr::V6(v6) => Sticky::V6(v6.octets()),
+        }),
+    })
+}
+
+/// The `Set-Cookie` value pinning `stage` for this request's sticky key (an empty key when it
+/// has none), signed with the first secret.
+pub fn pin_cookie(cfg: &Config, r: &Request<'_>, stage: &str) -> Option<String> {
+    let pin = cfg.pin.as_ref()?;
+    let secret = pin.secrets.first()?;
+    let key = sticky(cfg, r);
+    let value = crate::pin::mint(
+        secret,
+        stage,
+        key.as_ref().map_or(&[][..], Sticky::as_bytes),
+        r.now,
+    );
+    Some(format!("{}={value}{}", pin.name, pin.attributes))
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {
@@ -155,6 +210,7 @@ pub fn assign(cfg: &Config, data: &StageData, r: &Request<'_>) -> Assignment {
                         stage: i,
                         reason: Reason::Override,
                         override_rejected: false,
+                        pin_rejected: false,
                     }
                 }
                 _ => rejected = true,
@@ -176,51 +232,49 @@ pub fn assign(cfg: &Config, data: &StageData, r: &Request<'_>) -> Assignment {
                     stage: a.stage,
                     reason: Reason::Allowlist,
                     override_rejected: rejected,
+                    pin_rejected: false,
                 };
             }
         }
     }
+    let key = sticky(cfg, r);
+    let mut pin_rejected = false;
     if let (Some(pin), Some(c)) = (&cfg.pin, r.cookie) {
         if let Some(v) = cookie(c, &pin.name) {
-            if let Some(i) = cfg.stages.iter().position(|s| s == v) {
-                if data.weights.get(i).is_some_and(|&w| w > 0) {
-                    return Assignment {
-                        stage: i,
-                        reason: Reason::Cookie,
-                        override_rejected: rejected,
-                    };
+            let k = key.as_ref().map_or(&[][..], Sticky::as_bytes);
+            match crate::pin::verify(v, &pin.secrets, k, r.now, pin.max_age) {
+                Some(name) => {
+                    if let Some(i) = cfg.stages.iter().position(|s| s == name) {
+                        // A stage at weight 0 releases its pins.
+                        if data.weights.get(i).is_some_and(|&w| w > 0) {
+                            return Assignment {
+                                stage: i,
+                                reason: Reason::Cookie,
+                                override_rejected: rejected,
+                                pin_rejected: false,
+                            };
+                        }
+                    }
                 }
+                None => pin_rejected = true,
             }
         }
     }
-    for k in &cfg.sticky {
-        let b = match k {
-            StickyKey::Cookie(name) => r
-                .cookie
-                .and_then(|c| cookie(c, name))
-                .filter(|v| !v.is_empty())
-                .map(|v| bucket(cfg.seed, v.as_bytes())),
-            StickyKey::Header(name) => (r.header)(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| bucket(cfg.seed, v.as_bytes())),
-            StickyKey::ClientIp => (r.client_ip)().map(|ip| match edge_common::ip::canonical(ip) {
-                IpAddr::V4(v4) => bucket(cfg.seed, &v4.octets()),
-                IpAddr::V6(v6) => bucket(cfg.seed, &v6.octets()),
-            }),
+    if let Some(k) = key {
+        let b = bucket(cfg.seed, k.as_bytes());
+        let stage = data.table.get(b as usize).map_or(cfg.base, |&s| s as usize);
+        return Assignment {
+            stage,
+            reason: Reason::Hash,
+            override_rejected: rejected,
+            pin_rejected,
         };
-        if let Some(b) = b {
-            let stage = data.table.get(b as usize).map_or(cfg.base, |&s| s as usize);
-            return Assignment {
-                stage,
-                reason: Reason::Hash,
-                override_rejected: rejected,
-            };
-        }
     }
     Assignment {
         stage: cfg.base,
         reason: Reason::Fallback,
         override_rejected: rejected,
+        pin_rejected,
     }
 }
 
@@ -265,9 +319,13 @@ mod tests {
                 header: &h,
                 cookie,
                 client_ip: &ipf,
+                now: NOW,
             },
         )
     }
+
+    const NOW: u64 = 1_800_000_000;
+    const SECRET: &[u8] = b"0123456789abcdef";
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
@@ -294,7 +352,7 @@ mod tests {
         let c = cfg(
             r#","overrides":{"header":"x-stage-override","query":"stage","cookie":"so","stages":["canary","next"]},
             "allowlists":[{"stage":"next","cidrs":["10.0.0.0/8"],"hosts":["*.corp.example","next.example"]}],
-            "pin_cookie":{"name":"stage"}"#,
+            "pin_cookie":{"name":"stage","secret":"0123456789abcdef"}"#,
         );
         let a = run(
             &c,
@@ -334,11 +392,15 @@ mod tests {
             run(&c, &[], None, "/", "xcorp.example", None).reason,
             Reason::Fallback
         );
-        let a = run(&c, &[], Some("stage=canary"), "/", "h", None);
+        let pin = format!("stage={}", crate::pin::mint(SECRET, "canary", b"", NOW));
+        let a = run(&c, &[], Some(&pin), "/", "h", None);
         assert_eq!((a.stage, a.reason), (1, Reason::Cookie));
-        // An unknown pinned stage is ignored.
+        // An unsigned or unknown pinned stage is ignored.
+        let a = run(&c, &[], Some("stage=canary"), "/", "h", None);
+        assert_eq!((a.reason, a.pin_rejected), (Reason::Fallback, true));
+        let zzz = format!("stage={}", crate::pin::mint(SECRET, "zzz", b"", NOW));
         assert_eq!(
-            run(&c, &[], Some("stage=zzz"), "/", "h", None).reason,
+            run(&c, &[], Some(&zzz), "/", "h", None).reason,
             Reason::Fallback
         );
         let a = run(&c, &[("x-user-id", "u1")], None, "/", "h", None);
@@ -361,6 +423,57 @@ mod tests {
             .reason,
             Reason::Override
         );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn forged_pins_never_choose_the_stage() {
+        let c = cfg(
+            r#","overrides":{"enabled":false,"header":"x-stage-override","stages":["canary"]},
+            "pin_cookie":{"secret":["0123456789abcdef-new","0123456789abcdef"],"max_age_seconds":3600}"#,
+        );
+        for i in 0..200 {
+            let id = format!("user-{i}");
+            let honest = run(&c, &[("x-user-id", &id)], None, "/", "h", None);
+            for forged in [
+                "stage=next".to_string(),
+                "stage=canary".to_string(),
+                // Signed, but for another user.
+                format!("stage={}", crate::pin::mint(SECRET, "next", b"someone-else", NOW)),
+                // Signed for this user, but stale.
+                format!("stage={}", crate::pin::mint(SECRET, "next", id.as_bytes(), NOW - 3601)),
+            ] {
+                let a = run(&c, &[("x-user-id", &id)], Some(&forged), "/", "h", None);
+                assert_eq!(
+                    (a.stage, a.reason, a.pin_rejected),
+                    (honest.stage, Reason::Hash, true),
+                    "{id} {forged}"
+                );
+            }
+        }
+        // A pin signed by the old secret for this user holds; the new secret signs.
+        let id = b"user-7";
+        let old = format!("stage={}", crate::pin::mint(SECRET, "next", id, NOW - 60));
+        let a = run(&c, &[("x-user-id", "user-7")], Some(&old), "/", "h", None);
+        assert_eq!((a.stage, a.reason), (2, Reason::Cookie));
+        let hdr = |n: &str| (n == "x-user-id").then_some("user-7");
+        let r = Request {
+            authority: "h",
+            path: "/",
+            header: &hdr,
+            cookie: None,
+            client_ip: &|| None,
+            now: NOW,
+        };
+        let set = pin_cookie(&c, &r, "next").unwrap();
+        let v = crate::pin::mint(b"0123456789abcdef-new", "next", id, NOW);
+        assert!(set.starts_with(&format!("stage={v}; Max-Age=3600")), "{set}");
+        // Weight 0 releases a valid pin.
+        let mut data = c.data.clone();
+        data.weights = vec![9000, 1000, 0];
+        data.table = layout(&data.weights, 0);
+        let a = assign(&c, &data, &Request { cookie: Some(&old), ..r });
+        assert_ne!(a.reason, Reason::Cookie);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

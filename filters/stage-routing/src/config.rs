@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 pub use edge_common::Mode;
-use edge_common::{cookie_name, header_name, parse_config, CidrSet, ConfigError};
+use edge_common::{
+    cookie_name, header_name, output_header_name, parse_config, CidrSet, ConfigError,
+};
 use serde::Deserialize;
 
 /// Buckets of the sticky hash: weights have a resolution of 0.01 percentage points.
@@ -101,6 +103,9 @@ struct RawAllowlist {
 struct RawPin {
     #[serde(default = "default_pin_name")]
     name: String,
+    /// The HMAC secret (16+ bytes), or several for rotation: the first signs, all verify.
+    #[serde(default)]
+    secret: Option<RawSecrets>,
     #[serde(default = "default_max_age")]
     max_age_seconds: u64,
     #[serde(default = "default_pin_path")]
@@ -114,6 +119,16 @@ struct RawPin {
     #[serde(default = "default_same_site")]
     same_site: String,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSecrets {
+    One(String),
+    Several(Vec<String>),
+}
+
+/// The shortest pin cookie secret.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 fn default_pin_name() -> String {
     "stage".into()
@@ -187,6 +202,10 @@ pub struct Allowlist {
 #[derive(Debug, Clone)]
 pub struct PinCookie {
     pub name: String,
+    /// HMAC secrets: the first signs, all verify.
+    pub secrets: Vec<Vec<u8>>,
+    /// A pin older than this is ignored, whatever the browser keeps.
+    pub max_age: u64,
     /// Everything after `name=<stage>`: `; Max-Age=..; Path=..`.
     pub attributes: String,
 }
@@ -337,7 +356,7 @@ impl Config {
             }
         };
         let pin = raw.pin_cookie.map(compile_pin).transpose()?;
-        let stage_header = header_name("stage_header", &raw.stage_header, false)?;
+        let stage_header = output_header_name("stage_header", &raw.stage_header)?;
         let control_plane = raw.control_plane.map(compile_cp).transpose()?;
         let weights: Vec<(String, f64)> =
             raw.stages.into_iter().map(|s| (s.name, s.weight)).collect();
@@ -498,6 +517,49 @@ struct RawStageData {
 
 fn compile_pin(p: RawPin) -> Result<PinCookie, ConfigError> {
     let name = cookie_name("pin_cookie.name", p.name)?;
+    let secrets = match p.secret {
+        None => {
+            return Err(ConfigError::new(
+                "pin_cookie.secret",
+                format!(
+                    "required: a secret of {MIN_SECRET_BYTES}+ bytes (or a list, the first signing) to sign pins, \
+                     so that clients cannot choose their stage"
+                ),
+            ))
+        }
+        Some(RawSecrets::One(s)) => vec![s],
+        Some(RawSecrets::Several(v)) => v,
+    };
+    if secrets.is_empty() {
+        return Err(ConfigError::new(
+            "pin_cookie.secret",
+            "at least one secret is required",
+        ));
+    }
+    for (i, s) in secrets.iter().enumerate() {
+        if s.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::new(
+                if secrets.len() == 1 {
+                    "pin_cookie.secret".to_string()
+                } else {
+                    format!("pin_cookie.secret[{i}]")
+                },
+                format!(
+                    "{} bytes is too short: use at least {MIN_SECRET_BYTES}",
+                    s.len()
+                ),
+            ));
+        }
+    }
+    if p.max_age_seconds == 0 || p.max_age_seconds > 400 * 86_400 {
+        return Err(ConfigError::new(
+            "pin_cookie.max_age_seconds",
+            format!(
+                "{} must be between 1 and 34560000 (400 days, the longest browsers keep)",
+                p.max_age_seconds
+            ),
+        ));
+    }
     let same_site = match p.same_site.to_ascii_lowercase().as_str() {
         "lax" => "Lax",
         "strict" => "Strict",
@@ -545,7 +607,12 @@ fn compile_pin(p: RawPin) -> Result<PinCookie, ConfigError> {
     }
     attributes.push_str("; SameSite=");
     attributes.push_str(same_site);
-    Ok(PinCookie { name, attributes })
+    Ok(PinCookie {
+        name,
+        secrets: secrets.into_iter().map(String::into_bytes).collect(),
+        max_age: p.max_age_seconds,
+        attributes,
+    })
 }
 
 fn compile_cp(c: RawControlPlane) -> Result<ControlPlane, ConfigError> {
@@ -657,7 +724,32 @@ mod tests {
                 "from 100",
             ),
             (
-                r#"{"stages":[{"name":"prod","weight":100}],"pin_cookie":{"same_site":"none"}}"#,
+                r#"{"stages":[{"name":"prod","weight":100}],"pin_cookie":{}}"#,
+                "pin_cookie.secret",
+                "required",
+            ),
+            (
+                r#"{"stages":[{"name":"prod","weight":100}],"pin_cookie":{"secret":"short"}}"#,
+                "pin_cookie.secret",
+                "5 bytes is too short",
+            ),
+            (
+                r#"{"stages":[{"name":"prod","weight":100}],"pin_cookie":{"secret":["0123456789abcdef","x"]}}"#,
+                "pin_cookie.secret[1]",
+                "too short",
+            ),
+            (
+                r#"{"stages":[{"name":"prod","weight":100}],"stage_header":"cookie"}"#,
+                "stage_header",
+                "must not write it",
+            ),
+            (
+                r#"{"stages":[{"name":"prod","weight":100}],"stage_header":":authority"}"#,
+                "stage_header",
+                "not a header name",
+            ),
+            (
+                r#"{"stages":[{"name":"prod","weight":100}],"pin_cookie":{"secret":"0123456789abcdef","same_site":"none"}}"#,
                 "pin_cookie.same_site",
                 "secure",
             ),
@@ -672,7 +764,7 @@ mod tests {
             assert_eq!(e.field, field, "{json}: {e}");
             assert!(e.message.contains(msg), "{json}: {e}");
         }
-        let ok = Config::from_json(br#"{"stages":[{"name":"prod","weight":89.5},{"name":"canary","weight":10.5}],"pin_cookie":{}}"#).unwrap();
+        let ok = Config::from_json(br#"{"stages":[{"name":"prod","weight":89.5},{"name":"canary","weight":10.5}],"pin_cookie":{"secret":"0123456789abcdef"}}"#).unwrap();
         assert_eq!(ok.data.weights, vec![8950, 1050]);
         assert_eq!(
             ok.pin.unwrap().attributes,

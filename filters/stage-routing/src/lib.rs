@@ -7,6 +7,7 @@
 
 pub mod assign;
 pub mod config;
+pub mod pin;
 pub mod poll;
 
 #[cfg(target_os = "wasi")]

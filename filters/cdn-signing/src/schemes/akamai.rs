@@ -35,12 +35,27 @@ pub fn decode_hex_key(hex: &str) -> Option<Vec<u8>> {
     if !b.len().is_multiple_of(2) || b.is_empty() {
         return None;
     }
-    b.chunks(2)
-        .map(|p| {
-            let d = |c: u8| (c as char).to_digit(16);
-            Some((d(p[0])? * 16 + d(p[1])?) as u8)
+    let d = |c: u8| (c as char).to_digit(16);
+    b.chunks_exact(2)
+        .map(|p| match p {
+            [hi, lo] => Some((d(*hi)? * 16 + d(*lo)?) as u8),
+            _ => None,
         })
         .collect()
+}
+
+/// What is wrong with a hex key that [`decode_hex_key`] refuses, for the config error line.
+pub fn hex_key_problem(hex: &str) -> String {
+    if hex.is_empty() {
+        return "must not be empty".into();
+    }
+    if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return format!("`{hex}` is not hex: `{c}` is not a hex digit (0-9, a-f)");
+    }
+    format!(
+        "`{hex}` has an odd number of hex digits ({}); a key is whole bytes",
+        hex.len()
+    )
 }
 
 /// HMAC of `msg` as lowercase hex.
@@ -485,6 +500,14 @@ mod tests {
         assert_eq!(decode_hex_key("0aFf"), Some(vec![10, 255]));
         assert_eq!(decode_hex_key("abc"), None);
         assert_eq!(decode_hex_key("zz"), None);
+        assert_eq!(
+            hex_key_problem("zz12"),
+            "`zz12` is not hex: `z` is not a hex digit (0-9, a-f)"
+        );
+        assert_eq!(
+            hex_key_problem("abc"),
+            "`abc` has an odd number of hex digits (3); a key is whole bytes"
+        );
         assert!(glob(b"/videos/*", b"/videos/a/b"));
         assert!(glob(b"/v?/*.mp4", b"/v1/x/y.mp4"));
         assert!(!glob(b"/videos/*", b"/video"));

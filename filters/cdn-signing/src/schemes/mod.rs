@@ -5,8 +5,6 @@ pub mod cloudfront;
 pub mod google;
 pub mod secure_link;
 
-use subtle::ConstantTimeEq;
-
 /// Why a token was refused; each maps to a distinct response reason and metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -37,21 +35,7 @@ impl Refusal {
     }
 }
 
-/// The MAC `M` (e.g. `Hmac<Sha1>`) of `msg` under `key` (any key length is valid for HMAC).
-pub fn mac<M: hmac::Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    match <M as hmac::digest::KeyInit>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Constant-time equality of two byte strings (length is not secret).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
+pub use edge_common::crypto::{ct_eq, mac};
 
 /// Checks a validity window in whole seconds: `start <= now + leeway` and `now - leeway < exp`.
 pub fn check_time(now: u64, start: Option<u64>, exp: u64, leeway: u64) -> Result<(), Refusal> {
