@@ -251,6 +251,12 @@ async fn bad_configurations_are_rejected_naming_the_field() {
          "invalid configuration: verified_bots[0].cidrs[0]: `66.249.64.0/40` is not a CIDR range"),
         (json!({"patterns": [{"category": "seo", "name": "x", "regex": "(unclosed"}]}),
          "invalid configuration: patterns[0].regex: invalid regex"),
+        (json!({"headers": {"score": "authorization"}}),
+         "invalid configuration: headers.score: `authorization` is a credential"),
+        (json!({"headers": {"category": "transfer-encoding"}}),
+         "invalid configuration: headers.category: `transfer-encoding` is a credential, framing"),
+        (json!({"headers": {"name": ":path"}}),
+         "invalid configuration: headers.name: `:path` is not a header name"),
         (json!({"policy": [{"categories": ["robots"], "action": "block"}]}),
          "invalid configuration: policy[0].categories[0]: unknown variant `robots`"),
     ];

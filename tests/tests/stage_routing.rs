@@ -1,4 +1,4 @@
-//! stage_routing.wasm in real Envoy (`--concurrency 2`), one echo upstream per stage and a route
+//! stage_routing.wasm in real Envoy (`--concurrency 4`), one echo upstream per stage and a route
 //! per stage on the `x-stage` header: weighted sticky split of 10,000 ids, stickiness across a
 //! restart, ramping, overrides, allowlists, the pin cookie and the kill switch, a client-sent
 //! `x-stage`; and live stage data from a scripted control plane.
@@ -26,7 +26,7 @@ async fn gateway(config: Value, stages: &[&str], extra_cluster: Option<&str>) ->
             common::wasm("stage_routing"),
             config,
         ))
-        .workers(2)
+        .workers(4)
         .xff_num_trusted_hops(1);
     for s in stages {
         g = g.echo_cluster(s);
@@ -61,6 +61,7 @@ fn expected(config: &Value, id: &str) -> usize {
             header: &h,
             cookie: None,
             client_ip: &|| None,
+            now: 0,
         },
     )
     .stage
@@ -176,8 +177,24 @@ fn qa_config(overrides_enabled: bool) -> Value {
         "overrides": {"enabled": overrides_enabled, "header": "x-stage-override", "cookie": "stage_override",
                       "query": "stage", "stages": ["canary", "next"]},
         "allowlists": [{"stage": "next", "cidrs": ["198.51.100.0/24"], "hosts": ["next.example", "*.corp.example"]}],
-        "pin_cookie": {"name": "stage", "max_age_seconds": 3600}
+        "pin_cookie": {"name": "stage", "max_age_seconds": 3600, "secret": PIN_SECRET}
     })
+}
+
+const PIN_SECRET: &str = "integration-test-pin-secret";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A pin cookie for `stage` that the filter signed (as it would) for user `id`.
+fn signed_pin(stage: &str, id: &str) -> String {
+    format!(
+        "stage={}",
+        stage_routing::pin::mint(PIN_SECRET.as_bytes(), stage, id.as_bytes(), unix_now())
+    )
 }
 
 async fn landed(
@@ -205,10 +222,15 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
     let id = ("x-user-id", user.as_str());
     let (stage, cookie) = landed(&gw, "/", &[id]).await;
     assert_eq!(stage, "prod");
+    // The hash assignment is pinned, signed for this user.
+    let cookie = cookie.expect("a pin cookie");
+    let (pin, attributes) = cookie.split_once(';').unwrap();
+    assert_eq!(attributes, " Max-Age=3600; Path=/; HttpOnly; SameSite=Lax");
+    let value = pin.strip_prefix("stage=").unwrap();
     assert_eq!(
-        cookie.as_deref(),
-        Some("stage=prod; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax"),
-        "the hash assignment is pinned"
+        stage_routing::pin::verify(value, &[PIN_SECRET.as_bytes().to_vec()], user.as_bytes(), unix_now(), 3600),
+        Some("prod"),
+        "{cookie}"
     );
     // Overrides: header, query, cookie; a stage they may not select is ignored.
     assert_eq!(
@@ -252,11 +274,19 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
             .0,
         "prod"
     );
-    // The pin cookie wins over the hash, and is not set again.
+    // A signed pin wins over the hash, and is not set again.
+    let pin = format!("a=1; {}", signed_pin("canary", &user));
     assert_eq!(
-        landed(&gw, "/", &[id, ("cookie", "a=1; stage=canary")]).await,
+        landed(&gw, "/", &[id, ("cookie", &pin)]).await,
         ("canary".into(), None)
     );
+    // Forged pins (unsigned, or signed for someone else) are ignored: the hash decides, and a
+    // correct pin is set.
+    for forged in ["a=1; stage=canary".to_string(), signed_pin("next", "someone-else")] {
+        let (stage, cookie) = landed(&gw, "/", &[id, ("cookie", &forged)]).await;
+        assert_eq!(stage, "prod", "{forged}");
+        assert!(cookie.is_some_and(|c| c.starts_with("stage=prod.")));
+    }
     // A client-sent x-stage decides nothing and does not reach the upstream.
     let seen = gw.echo("/", &[id, ("x-stage", "next")]).await.unwrap();
     assert_eq!(
@@ -268,7 +298,7 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
         ("override", 3),
         ("allowlist", 3),
         ("cookie", 1),
-        ("hash", 4),
+        ("hash", 6),
     ] {
         assert_eq!(
             gw.stat(&format!("wasmcustom.stage_routing.assigned.{reason}"))
@@ -283,6 +313,12 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
             .await
             .unwrap(),
         Some(1)
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.stage_routing.pin_rejected")
+            .await
+            .unwrap(),
+        Some(2)
     );
     drop(gw);
 
@@ -310,6 +346,10 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
         "prod"
     );
     assert_eq!(landed(&gw, "/?stage=next", &[id]).await.0, "prod");
+    // With overrides off, a client's own pin cookie does not choose its stage either.
+    for forged in ["stage=next".to_string(), "stage=canary".to_string(), signed_pin("next", "u-other")] {
+        assert_eq!(landed(&gw, "/", &[id, ("cookie", &forged)]).await.0, "prod", "{forged}");
+    }
     assert_eq!(
         landed(&gw, "/", &[id, ("host", "next.example")]).await.0,
         "next"
@@ -551,6 +591,22 @@ async fn bad_configurations_are_rejected_naming_the_field() {
         (
             json!({"stages": [{"name": "prod", "weight": 100}], "allowlists": [{"stage": "prod", "cidrs": ["10.0.0.0/33"]}]}),
             "invalid configuration: allowlists[0].cidrs[0]",
+        ),
+        (
+            json!({"stages": [{"name": "prod", "weight": 100}], "pin_cookie": {"name": "stage"}}),
+            "invalid configuration: pin_cookie.secret: required",
+        ),
+        (
+            json!({"stages": [{"name": "prod", "weight": 100}], "pin_cookie": {"secret": "too-short"}}),
+            "invalid configuration: pin_cookie.secret: 9 bytes is too short",
+        ),
+        (
+            json!({"stages": [{"name": "prod", "weight": 100}], "stage_header": "cookie"}),
+            "invalid configuration: stage_header: `cookie` is a credential, framing, hop-by-hop or routing header",
+        ),
+        (
+            json!({"stages": [{"name": "prod", "weight": 100}], "stage_header": "Host"}),
+            "invalid configuration: stage_header: `Host` is a credential",
         ),
     ];
     common::assert_configs_rejected("stage_routing", &cases).await;
