@@ -210,7 +210,8 @@ pub async fn send_raw(base_url: &str, raw_path: &str, headers: &[(&str, &str)]) 
     let authority = authority_of(base_url)?;
     let fut = async {
         let mut stream = TcpStream::connect(authority).await?;
-        let mut req = format!("GET {raw_path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
+        let mut req =
+            format!("GET {raw_path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
         for (n, v) in headers {
             req.push_str(&format!("{n}: {v}\r\n"));
         }
@@ -244,8 +245,12 @@ fn parse_raw_response(buf: &[u8]) -> Result<Reply> {
     for l in lines {
         if let Some((n, v)) = l.split_once(':') {
             let (n, v) = (n.trim(), v.trim());
-            chunked |= n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked");
-            headers.append(HeaderName::from_bytes(n.as_bytes())?, HeaderValue::from_str(v)?);
+            chunked |=
+                n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked");
+            headers.append(
+                HeaderName::from_bytes(n.as_bytes())?,
+                HeaderValue::from_str(v)?,
+            );
         }
     }
     let mut body = buf[end + 4..].to_vec();

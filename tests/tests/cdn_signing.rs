@@ -48,7 +48,11 @@ async fn gateway_with(cloudfront_pem: Option<&str>) -> RunningGateway {
 }
 
 /// The test gateway with Envoy's path normalisation on or off, at `workers` workers.
-async fn gateway_opts(cloudfront_pem: Option<&str>, normalize: bool, workers: u32) -> RunningGateway {
+async fn gateway_opts(
+    cloudfront_pem: Option<&str>,
+    normalize: bool,
+    workers: u32,
+) -> RunningGateway {
     let mut config = json!({
         "leeway_seconds": 0,
         "expired_status": 410,
@@ -63,10 +67,14 @@ async fn gateway_opts(cloudfront_pem: Option<&str>, normalize: bool, workers: u3
     if let Some(routes) = config["routes"].as_array_mut() {
         routes.push(json!({"name": "akamai_cookie", "path_prefix": "/ck/", "verify": {"scheme": "akamai_edgeauth",
             "location": "cookie", "keys": [{"hex": AKAMAI_KEY}]}}));
-        routes.push(json!({"name": "media", "path_prefix": "/media/", "verify": {"scheme": "google_cdn",
-            "keys": {"my-key": GOOGLE_KEY}}}));
-        routes.push(json!({"name": "tls", "path_prefix": "/tls/", "scheme": "https",
-            "verify": {"scheme": "google_cdn", "keys": {"my-key": GOOGLE_KEY}}}));
+        routes.push(
+            json!({"name": "media", "path_prefix": "/media/", "verify": {"scheme": "google_cdn",
+            "keys": {"my-key": GOOGLE_KEY}}}),
+        );
+        routes.push(
+            json!({"name": "tls", "path_prefix": "/tls/", "scheme": "https",
+            "verify": {"scheme": "google_cdn", "keys": {"my-key": GOOGLE_KEY}}}),
+        );
         if let Some(pem) = cloudfront_pem {
             routes.push(json!({"name": "cf", "path_prefix": "/cf/", "verify": {"scheme": "cloudfront", "keys": {"KCF1": pem}}}));
         }
@@ -571,8 +579,9 @@ const PATH_FORMS: [&str; 14] = [
 
 /// Refused with 400 and a reason by the filter, whatever Envoy's path settings: a non-canonical
 /// path under a route, or a path with no safe canonical form.
-const REFUSED_BY_FILTER: [(&str, &str); 3] = [
+const REFUSED_BY_FILTER: [(&str, &str); 4] = [
     ("/videos/a%00.mp4", "encoded_nul"),
+    ("/x%c0%af..%c0%afvideos/a.mp4", "overlong_utf8"),
     ("/videos/%zz.mp4", "bad_escape"),
     ("/videos/%2561.mp4", "double_encoding"),
 ];
@@ -580,8 +589,15 @@ const REFUSED_BY_FILTER: [(&str, &str); 3] = [
 async fn path_forms_are_refused(normalize: bool) {
     let gw = gateway_opts(None, normalize, 4).await;
     for form in PATH_FORMS {
-        let r = gw.get_raw(form, &[("x-forwarded-for", "127.0.0.1")]).await.unwrap();
-        assert!(r.header("x-echo-name").is_none(), "{form} reached the upstream: {}", r.text());
+        let r = gw
+            .get_raw(form, &[("x-forwarded-for", "127.0.0.1")])
+            .await
+            .unwrap();
+        assert!(
+            r.header("x-echo-name").is_none(),
+            "{form} reached the upstream: {}",
+            r.text()
+        );
         if normalize {
             // Envoy normalises the path first (or refuses an escaped slash), then the filter
             // refuses the token-less request (or the `;` form it still sees).
@@ -598,12 +614,18 @@ async fn path_forms_are_refused(normalize: bool) {
                 "{form}: {}",
                 r.text()
             );
-            assert_eq!(r.text(), "{\"error\":\"bad_path\",\"reason\":\"non_canonical_path\"}\n");
+            assert_eq!(
+                r.text(),
+                "{\"error\":\"bad_path\",\"reason\":\"non_canonical_path\"}\n"
+            );
         }
     }
     for (form, why) in REFUSED_BY_FILTER {
         let r = gw.get_raw(form, &[]).await.unwrap();
-        assert!(r.header("x-echo-name").is_none(), "{form} reached the upstream");
+        assert!(
+            r.header("x-echo-name").is_none(),
+            "{form} reached the upstream"
+        );
         assert_eq!(r.status, 400, "{form}");
         if let Some(reason) = r.header("x-cdn-signing-reason") {
             assert_eq!(reason, why, "{form}");
@@ -626,17 +648,41 @@ async fn path_forms_are_refused(normalize: bool) {
             ..Default::default()
         },
     );
-    let seen = gw.echo(&format!("/videos/a/x?__token__={tok}"), &[]).await.unwrap();
+    let seen = gw
+        .echo(&format!("/videos/a/x?__token__={tok}"), &[])
+        .await
+        .unwrap();
     assert_eq!(seen.uri, "/videos/a/x");
-    let escape = gw.get_raw(&format!("/videos/a/../b/x?__token__={tok}"), &[]).await.unwrap();
+    let escape = gw
+        .get_raw(&format!("/videos/a/../b/x?__token__={tok}"), &[])
+        .await
+        .unwrap();
     let gkey = google::decode_key(GOOGLE_KEY).unwrap();
-    let prefix = google::sign_prefix(&format!("{}/media/a/", gw.url), "my-key", &gkey, now() + 600);
-    let ok = gw.echo(&format!("/media/a/x.mp4?{prefix}"), &[]).await.unwrap();
+    let prefix = google::sign_prefix(
+        &format!("{}/media/a/", gw.url),
+        "my-key",
+        &gkey,
+        now() + 600,
+    );
+    let ok = gw
+        .echo(&format!("/media/a/x.mp4?{prefix}"), &[])
+        .await
+        .unwrap();
     assert_eq!(ok.uri, "/media/a/x.mp4");
-    let gescape = gw.get_raw(&format!("/media/a/../b/x.mp4?{prefix}"), &[]).await.unwrap();
+    let gescape = gw
+        .get_raw(&format!("/media/a/../b/x.mp4?{prefix}"), &[])
+        .await
+        .unwrap();
     for (r, what) in [(escape, "akamai acl"), (gescape, "google url prefix")] {
-        assert!(r.header("x-echo-name").is_none(), "{what} escaped its scope");
-        let want = if normalize { (403, Some("wrong_scope")) } else { (400, Some("non_canonical_path")) };
+        assert!(
+            r.header("x-echo-name").is_none(),
+            "{what} escaped its scope"
+        );
+        let want = if normalize {
+            (403, Some("wrong_scope"))
+        } else {
+            (400, Some("non_canonical_path"))
+        };
         assert_eq!((r.status, r.header("x-cdn-signing-reason")), want, "{what}");
     }
 }
@@ -679,14 +725,23 @@ async fn smuggled_token_spellings_cookies_and_scheme() {
     // On a cookie route, a query copy of the token is stripped too.
     let ck = acl("/ck/*");
     let seen = gw
-        .echo("/ck/a.ts?__token__=evil&b=2", &[("cookie", &format!("__token__={ck}"))])
+        .echo(
+            "/ck/a.ts?__token__=evil&b=2",
+            &[("cookie", &format!("__token__={ck}"))],
+        )
         .await
         .unwrap();
     assert_eq!(seen.uri, "/ck/a.ts?b=2");
     assert_eq!(seen.header("cookie"), None);
     // A token in a second HTTP/1.1 Cookie header counts; the other cookies are kept.
     let r = gw
-        .get_raw("/ck/a.ts", &[("cookie", "sid=1"), ("cookie", &format!("__token__={ck}; theme=dark"))])
+        .get_raw(
+            "/ck/a.ts",
+            &[
+                ("cookie", "sid=1"),
+                ("cookie", &format!("__token__={ck}; theme=dark")),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -696,8 +751,15 @@ async fn smuggled_token_spellings_cookies_and_scheme() {
     // says `scheme: https` (Envoy itself sees http).
     let gkey = google::decode_key(GOOGLE_KEY).unwrap();
     let authority = gw.url.strip_prefix("http://").unwrap();
-    let signed = google::sign_url(&format!("https://{authority}/tls/a.mp4"), "my-key", &gkey, now() + 600);
-    let path = signed.strip_prefix(&format!("https://{authority}")).unwrap();
+    let signed = google::sign_url(
+        &format!("https://{authority}/tls/a.mp4"),
+        "my-key",
+        &gkey,
+        now() + 600,
+    );
+    let path = signed
+        .strip_prefix(&format!("https://{authority}"))
+        .unwrap();
     let seen = gw.echo(path, &[]).await.unwrap();
     assert_eq!(seen.uri, "/tls/a.mp4");
     let on_http = google_path(&gw, "/tls/a.mp4", now() + 600);

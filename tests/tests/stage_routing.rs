@@ -228,7 +228,13 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
     assert_eq!(attributes, " Max-Age=3600; Path=/; HttpOnly; SameSite=Lax");
     let value = pin.strip_prefix("stage=").unwrap();
     assert_eq!(
-        stage_routing::pin::verify(value, &[PIN_SECRET.as_bytes().to_vec()], user.as_bytes(), unix_now(), 3600),
+        stage_routing::pin::verify(
+            value,
+            &[PIN_SECRET.as_bytes().to_vec()],
+            user.as_bytes(),
+            unix_now(),
+            3600
+        ),
         Some("prod"),
         "{cookie}"
     );
@@ -282,7 +288,10 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
     );
     // Forged pins (unsigned, or signed for someone else) are ignored: the hash decides, and a
     // correct pin is set.
-    for forged in ["a=1; stage=canary".to_string(), signed_pin("next", "someone-else")] {
+    for forged in [
+        "a=1; stage=canary".to_string(),
+        signed_pin("next", "someone-else"),
+    ] {
         let (stage, cookie) = landed(&gw, "/", &[id, ("cookie", &forged)]).await;
         assert_eq!(stage, "prod", "{forged}");
         assert!(cookie.is_some_and(|c| c.starts_with("stage=prod.")));
@@ -347,8 +356,16 @@ async fn overrides_allowlists_pin_cookie_and_kill_switch() {
     );
     assert_eq!(landed(&gw, "/?stage=next", &[id]).await.0, "prod");
     // With overrides off, a client's own pin cookie does not choose its stage either.
-    for forged in ["stage=next".to_string(), "stage=canary".to_string(), signed_pin("next", "u-other")] {
-        assert_eq!(landed(&gw, "/", &[id, ("cookie", &forged)]).await.0, "prod", "{forged}");
+    for forged in [
+        "stage=next".to_string(),
+        "stage=canary".to_string(),
+        signed_pin("next", "u-other"),
+    ] {
+        assert_eq!(
+            landed(&gw, "/", &[id, ("cookie", &forged)]).await.0,
+            "prod",
+            "{forged}"
+        );
     }
     assert_eq!(
         landed(&gw, "/", &[id, ("host", "next.example")]).await.0,

@@ -261,7 +261,10 @@ impl HttpContext for Filter {
         }
         // Shadow mode forwards everything as received, apart from what signing adds.
         let (mut new_path, mut new_cookie) = if enforce {
-            (out.stripped_path.or_else(|| rewritten.clone()), out.stripped_cookie)
+            (
+                out.stripped_path.or_else(|| rewritten.clone()),
+                out.stripped_cookie,
+            )
         } else {
             (None, None)
         };

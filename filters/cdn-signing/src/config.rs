@@ -1,7 +1,7 @@
 //! Configuration: routes, each verifying one scheme with its keys, signing what it forwards, or both.
 
-pub use edge_common::Mode;
 use edge_common::path::check_config_path;
+pub use edge_common::Mode;
 use edge_common::{output_header_name, parse_config, ConfigError, PathPolicy};
 use serde::Deserialize;
 

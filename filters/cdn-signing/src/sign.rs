@@ -285,8 +285,9 @@ pub fn apply(path: &str, cookie: Option<&str>, add: Additions) -> Rewrite {
         ..Rewrite::default()
     };
     if !add.query.is_empty() {
-        let mut p = strip_query_params(path, |n| add.query.iter().any(|(k, _)| param_name_is(n, k)))
-            .unwrap_or_else(|| path.to_string());
+        let mut p =
+            strip_query_params(path, |n| add.query.iter().any(|(k, _)| param_name_is(n, k)))
+                .unwrap_or_else(|| path.to_string());
         for (k, v) in &add.query {
             append_query_param(&mut p, k, v);
         }
@@ -297,7 +298,7 @@ pub fn apply(path: &str, cookie: Option<&str>, add: Additions) -> Rewrite {
         let mut c = strip_cookies(existing, |n| {
             add.cookies.iter().any(|(k, _)| param_name_is(n, k))
         })
-            .unwrap_or_else(|| existing.trim().to_string());
+        .unwrap_or_else(|| existing.trim().to_string());
         for (k, v) in &add.cookies {
             if !c.is_empty() {
                 c.push_str("; ");

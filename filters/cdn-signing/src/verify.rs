@@ -457,7 +457,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (o.result, o.stripped_path.as_deref(), o.stripped_cookie.as_deref()),
+            (
+                o.result,
+                o.stripped_path.as_deref(),
+                o.stripped_cookie.as_deref()
+            ),
             (Ok(()), Some("/videos/1.ts?b=2"), Some("sid=1"))
         );
     }

@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(m.cookies().as_deref(), Some("a=1; b=2; c=3"));
         let one = serialize(&[(b"cookie", b"a=1")]);
         let m = HeaderMapView::parse(&one).unwrap();
-        assert!(matches!(m.cookies(), Some(std::borrow::Cow::Borrowed("a=1"))));
+        assert!(matches!(
+            m.cookies(),
+            Some(std::borrow::Cow::Borrowed("a=1"))
+        ));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -64,7 +64,10 @@ pub fn param_name_is(raw: &str, want: &str) -> bool {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         let (decoded, step) = match c {
-            b'%' => match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(h), Some(l)) => ((h << 4) | l, 3),
                 _ => (b'%', 1),
             },

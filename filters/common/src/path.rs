@@ -19,8 +19,9 @@
 //!
 //! Some paths cannot be read one way safely, and are [`PathError`]s: a path that does not start
 //! with `/` (only `*` is allowed, for `OPTIONS *`), a malformed escape (`%zz`), an encoded NUL or
-//! control character, a raw control character or `#`, and a double encoding (`%25` followed by two
-//! hex digits, which an origin that decodes twice reads as another character).
+//! control character, a raw control character or `#`, a double encoding (`%25` followed by two
+//! hex digits, which an origin that decodes twice reads as another character), and an overlong
+//! UTF-8 sequence (`%C0%AF`, which a lenient decoder reads as `/`).
 //!
 //! Case is kept: [`PathMatcher`] folds ASCII case itself when told to.
 
@@ -43,6 +44,8 @@ pub enum PathError {
     Fragment,
     /// `%25` followed by two hex digits.
     DoubleEncoding,
+    /// An overlong UTF-8 encoding (`%C0%AF` for `/`), which lenient decoders read as ASCII.
+    OverlongUtf8,
 }
 
 impl PathError {
@@ -55,6 +58,7 @@ impl PathError {
             PathError::ControlCharacter => "control_character",
             PathError::Fragment => "fragment",
             PathError::DoubleEncoding => "double_encoding",
+            PathError::OverlongUtf8 => "overlong_utf8",
         }
     }
 }
@@ -132,6 +136,8 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     // Pass 1: decode into `flat`, where `/` is a separator and `;` starts parameters.
     let mut flat: Vec<u8> = Vec::with_capacity(bytes.len() + 8);
+    // The previous byte decoded from an escape (for overlong UTF-8 sequences).
+    let mut prev_escaped: Option<u8> = None;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -142,6 +148,15 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                     return Err(PathError::BadEscape);
                 };
                 let v = (hi << 4) | lo;
+                let overlong = matches!(v, 0xC0 | 0xC1)
+                    || matches!(
+                        (prev_escaped, v),
+                        (Some(0xE0), 0x80..=0x9F) | (Some(0xF0), 0x80..=0x8F)
+                    );
+                if overlong {
+                    return Err(PathError::OverlongUtf8);
+                }
+                prev_escaped = Some(v);
                 match v {
                     0 => return Err(PathError::EncodedNul),
                     0x01..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
@@ -160,13 +175,12 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, PathError> {
             b'\\' => flat.push(b'/'),
             b'#' => return Err(PathError::Fragment),
             b if b < 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
-            b if b >= 0x80 => flat.extend_from_slice(&[
-                b'%',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
+            b if b >= 0x80 => {
+                flat.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+            }
             b => flat.push(b),
         }
+        prev_escaped = None;
         i += 1;
     }
     // Pass 2: segments without parameters, dot segments resolved.
@@ -287,7 +301,10 @@ pub fn with_query(canonical: &str, raw_path: &str) -> String {
 /// `field` and the canonical spelling otherwise.
 pub fn check_config_path(field: &str, p: &str) -> Result<(), ConfigError> {
     if !p.starts_with('/') {
-        return Err(ConfigError::new(field, format!("`{p}` must start with `/`")));
+        return Err(ConfigError::new(
+            field,
+            format!("`{p}` must start with `/`"),
+        ));
     }
     match canonical_path(p) {
         Ok(c) if c == p && !p.contains('?') => Ok(()),
@@ -405,6 +422,7 @@ mod tests {
             ("/a%3fb", "/a%3Fb"),
             ("/caf\u{e9}", "/caf%C3%A9"),
             ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/%E0%A4%85", "/%E0%A4%85"),
             ("/%25zz", "/%25zz"),
             ("*", "*"),
             ("/.well-known/x", "/.well-known/x"),
@@ -431,6 +449,10 @@ mod tests {
             ("/a#b", PathError::Fragment),
             ("/%2561pi", PathError::DoubleEncoding),
             ("/%25%34%31", PathError::DoubleEncoding),
+            ("/a%c0%afb", PathError::OverlongUtf8),
+            ("/a%C1%9C", PathError::OverlongUtf8),
+            ("/a%E0%80%AF", PathError::OverlongUtf8),
+            ("/a%F0%80%80%AF", PathError::OverlongUtf8),
         ] {
             assert_eq!(c(raw), Err(want), "{raw:?}");
         }
@@ -440,7 +462,10 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn plain_paths_are_borrowed() {
         for p in ["/", "/a/b.c", "/a/b/", "/.well-known/x", "/a..b", "/-_~"] {
-            assert!(matches!(canonical_path(p), Ok(Cow::Borrowed(x)) if x == p), "{p}");
+            assert!(
+                matches!(canonical_path(p), Ok(Cow::Borrowed(x)) if x == p),
+                "{p}"
+            );
         }
     }
 
@@ -456,7 +481,10 @@ mod tests {
             v("//api/x?q=1", pol),
             PathVerdict::Reject("non_canonical_path")
         );
-        assert_eq!(v("/%61pi/x", pol), PathVerdict::Reject("non_canonical_path"));
+        assert_eq!(
+            v("/%61pi/x", pol),
+            PathVerdict::Reject("non_canonical_path")
+        );
         // The raw form is under the prefix, the canonical one is not: still refused.
         assert_eq!(
             v("/api/../static", pol),

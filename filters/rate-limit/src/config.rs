@@ -1,8 +1,8 @@
 //! Configuration: the JSON users write (serde types, unknown fields refused) and its validated,
 //! pre-compiled form (regexes built, buckets computed, names checked) produced once at configure.
 
-pub use edge_common::Mode;
 use edge_common::path::{check_config_path, has_prefix, is_exact};
+pub use edge_common::Mode;
 use edge_common::{header_name, parse_config, valid_header_value, ConfigError, PathPolicy};
 use regex::Regex;
 use serde::Deserialize;

@@ -439,9 +439,15 @@ mod tests {
                 "stage=next".to_string(),
                 "stage=canary".to_string(),
                 // Signed, but for another user.
-                format!("stage={}", crate::pin::mint(SECRET, "next", b"someone-else", NOW)),
+                format!(
+                    "stage={}",
+                    crate::pin::mint(SECRET, "next", b"someone-else", NOW)
+                ),
                 // Signed for this user, but stale.
-                format!("stage={}", crate::pin::mint(SECRET, "next", id.as_bytes(), NOW - 3601)),
+                format!(
+                    "stage={}",
+                    crate::pin::mint(SECRET, "next", id.as_bytes(), NOW - 3601)
+                ),
             ] {
                 let a = run(&c, &[("x-user-id", &id)], Some(&forged), "/", "h", None);
                 assert_eq!(
@@ -467,12 +473,22 @@ mod tests {
         };
         let set = pin_cookie(&c, &r, "next").unwrap();
         let v = crate::pin::mint(b"0123456789abcdef-new", "next", id, NOW);
-        assert!(set.starts_with(&format!("stage={v}; Max-Age=3600")), "{set}");
+        assert!(
+            set.starts_with(&format!("stage={v}; Max-Age=3600")),
+            "{set}"
+        );
         // Weight 0 releases a valid pin.
         let mut data = c.data.clone();
         data.weights = vec![9000, 1000, 0];
         data.table = layout(&data.weights, 0);
-        let a = assign(&c, &data, &Request { cookie: Some(&old), ..r });
+        let a = assign(
+            &c,
+            &data,
+            &Request {
+                cookie: Some(&old),
+                ..r
+            },
+        );
         assert_ne!(a.reason, Reason::Cookie);
     }
 

@@ -46,8 +46,7 @@ pub fn verify<'v>(
 ) -> Option<&'v str> {
     let (rest, mac) = value.rsplit_once('.')?;
     let (stage, issued_s) = rest.rsplit_once('.')?;
-    if issued_s.is_empty() || !issued_s.bytes().all(|b| b.is_ascii_digit()) || issued_s.len() > 19
-    {
+    if issued_s.is_empty() || !issued_s.bytes().all(|b| b.is_ascii_digit()) || issued_s.len() > 19 {
         return None;
     }
     let issued: u64 = issued_s.parse().ok()?;
@@ -83,7 +82,13 @@ mod tests {
         assert_eq!(verify(&v, &[new.clone()], b"user-1", 1500, 3600), None);
         assert_eq!(verify(&v, &both, b"user-1", 1000 + 3601, 3600), None);
         assert_eq!(verify(&v, &both, b"user-1", 900, 3600), None);
-        for junk in ["canary", "canary.x.y", "..", "canary..ab", "canary.99999999999999999999.ab"] {
+        for junk in [
+            "canary",
+            "canary.x.y",
+            "..",
+            "canary..ab",
+            "canary.99999999999999999999.ab",
+        ] {
             assert_eq!(verify(junk, &both, b"user-1", 1500, 3600), None, "{junk}");
         }
     }
