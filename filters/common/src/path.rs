@@ -111,7 +111,7 @@ fn is_plain(p: &[u8]) -> bool {
                 }
             }
             b'%' | b'\\' | b';' | b'#' | b'?' => return false,
-            b if b < 0x20 || b >= 0x7f => return false,
+            b if !(0x20..0x7f).contains(&b) => return false,
             _ => {}
         }
         prev_slash = false;
