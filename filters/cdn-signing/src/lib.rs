@@ -1,15 +1,20 @@
-//! `cdn_signing.wasm` (in progress): verify signed URLs and tokens on incoming requests and sign
-//! requests on the way out, byte-compatible with each scheme's reference implementation.
+//! `cdn_signing.wasm`: verify signed URLs and tokens on incoming requests and sign requests on
+//! the way out, byte-compatible with each scheme's reference implementation (Akamai EdgeAuth 2.0,
+//! Google Cloud CDN, CloudFront, nginx `secure_link`). See `README.md`.
 //!
-//! Done: the host-independent schemes (`schemes`): Akamai EdgeAuth 2.0, Google Cloud CDN signed
-//! URLs / URL prefixes / cookies, nginx `secure_link_md5`-style links and an HMAC-SHA256 variant,
-//! with known-answer and reference-implementation tests. Still to do: CloudFront (RSA), the
-//! configuration, the Proxy-Wasm adapter, the `sign` command, Envoy tests (see the issue).
+//! `schemes`, `config`, `verify` and `sign` are pure logic; `feature` applies them through the
+//! host layer (`edge_common::host`), and is tested natively against the fake host. The module
+//! itself is only the `main!` wiring below.
 
 pub mod config;
+pub mod feature;
 pub mod schemes;
 pub mod sign;
 pub mod verify;
 
+pub use feature::CdnSigning;
+
 #[cfg(target_os = "wasi")]
-mod adapter;
+proxy_wasm::main! {{
+    edge_common::host::wasm::start::<CdnSigning>();
+}}

@@ -131,6 +131,11 @@ pub mod host {
         pub fn view(&self) -> Option<super::HeaderMapView<'_>> {
             super::HeaderMapView::parse(&self.0)
         }
+
+        /// The serialized map.
+        pub fn into_bytes(self) -> Vec<u8> {
+            self.0
+        }
     }
 
     #[link(wasm_import_module = "env")]

@@ -1,6 +1,6 @@
 //! Host-independent helpers shared by the edge filters.
 //!
-//! Nothing here imports `proxy_wasm`: every function works on plain values so it can be unit-tested
+//! Only `host::wasm` (wasm32-wasip1 builds) imports `proxy_wasm`; everything else works on plain values so it can be unit-tested
 //! natively and, compiled to `wasm32-unknown-unknown`, under Node's V8 with `wasm-bindgen-test`.
 //! Only what two or more filters share lives here.
 
@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod hash;
 pub mod headermap;
+pub mod host;
 pub mod http;
 pub mod ip;
 pub mod metrics;
