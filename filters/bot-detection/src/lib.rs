@@ -2,13 +2,20 @@
 //! bots by published IP ranges, header anomalies, TLS fingerprints), scores it, and allows, tags or
 //! blocks it per policy. See `README.md` for the configuration.
 //!
-//! `category`, `ua`, `config` and `detect` are host-independent (tested natively and under V8);
-//! `adapter` (wasm32-wasip1 only) reads the request headers in one host call and applies the verdict.
+//! `category`, `ua`, `config` and `detect` are pure logic (tested natively and under V8);
+//! `feature` applies the verdict through the host layer (`edge_common::host`), tested against the
+//! fake host. The module itself is only the `main!` wiring below.
 
 pub mod category;
 pub mod config;
 pub mod detect;
 pub mod ua;
 
+pub mod feature;
+
+pub use feature::BotDetection;
+
 #[cfg(target_os = "wasi")]
-mod adapter;
+proxy_wasm::main! {{
+    edge_common::host::wasm::start::<BotDetection>();
+}}

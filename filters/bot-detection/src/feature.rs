@@ -1,0 +1,298 @@
+//! The bot-detection feature: per request, one pass over the headers, the verdict, and its
+//! application (tag / block / allow); in `edge.wasm` the verdict also goes to later features.
+
+use std::cell::RefCell;
+
+use edge_common::headermap::HeaderMapView;
+use edge_common::host::{counter, Decision, Decisions, Feature, Host, Request, StartError};
+
+use crate::category::Category;
+use crate::config::{Action, Config, FingerprintSource, Mode};
+use crate::detect::{decide_with, Signals};
+use crate::ua::UaCache;
+
+struct Metrics {
+    /// By `Category::index()`.
+    category: Vec<u32>,
+    /// By action, enforce mode: allow, tag, block.
+    action: [u32; 3],
+    /// By action, shadow mode (what would have been done).
+    shadow: [u32; 3],
+    verified: u32,
+}
+
+pub struct BotDetection {
+    pub cfg: Config,
+    metrics: Metrics,
+    /// This worker's user-agent classifications.
+    cache: RefCell<UaCache>,
+}
+
+fn action_index(a: Action) -> usize {
+    match a {
+        Action::Allow => 0,
+        Action::Tag => 1,
+        Action::Block => 2,
+    }
+}
+
+impl BotDetection {
+    pub fn with_config(cfg: Config, host: &impl Host) -> Result<Self, StartError> {
+        let mut category = Vec::with_capacity(Category::ALL.len());
+        for c in Category::ALL {
+            category.push(counter(host, &format!("bot_detection.category.{}", c.as_str()))?);
+        }
+        let per_action = |prefix: &str| -> Result<[u32; 3], StartError> {
+            Ok([
+                counter(host, &format!("bot_detection.{prefix}.allow"))?,
+                counter(host, &format!("bot_detection.{prefix}.tag"))?,
+                counter(host, &format!("bot_detection.{prefix}.block"))?,
+            ])
+        };
+        let metrics = Metrics {
+            category,
+            action: per_action("action")?,
+            shadow: per_action("shadow_action")?,
+            verified: counter(host, "bot_detection.verified")?,
+        };
+        Ok(Self {
+            cfg,
+            metrics,
+            cache: RefCell::default(),
+        })
+    }
+}
+
+impl Feature for BotDetection {
+    type Request = ();
+
+    fn configure(json: &[u8], host: &impl Host) -> Result<Self, StartError> {
+        Self::with_config(Config::from_json(json)?, host)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "bot_detection: {} user-agent patterns, {} verified bots, mode {:?}",
+            self.cfg.matcher.len(),
+            self.cfg.verified_bots.len(),
+            self.cfg.mode
+        )
+    }
+
+    fn on_request_headers(
+        &self,
+        host: &impl Host,
+        req: &Request<'_>,
+        decisions: &mut Decisions,
+        _: &mut (),
+    ) -> Decision {
+        let cfg = &self.cfg;
+        let fp_header = match cfg.fingerprint.as_ref().map(|f| &f.source) {
+            Some(FingerprintSource::Header(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        let (mut signals, ours) = scan(&req.headers, &cfg.headers, fp_header);
+        // The upstream must only ever see our verdict: drop client-sent copies, in every mode.
+        for (i, name) in cfg.headers.iter().enumerate() {
+            if ours & (1 << i) != 0 {
+                host.set_request_header(name, None);
+            }
+        }
+        let filter_state;
+        if let Some(FingerprintSource::FilterState(key)) =
+            cfg.fingerprint.as_ref().map(|f| &f.source)
+        {
+            filter_state = host.property(&["filter_state", key]);
+            signals.fingerprint = filter_state.as_deref();
+        }
+        let ua = signals.user_agent.unwrap_or(b"");
+        let class = match self.cache.try_borrow_mut() {
+            Ok(mut c) => cfg.matcher.classify_cached(ua, &mut c),
+            Err(_) => cfg.matcher.classify(ua),
+        };
+        let v = decide_with(cfg, &signals, class, &|| req.client_ip(host));
+        decisions.bot_category = Some(v.category.as_str());
+        decisions.verified_bot = v.name.filter(|_| v.verified).map(str::to_string);
+
+        let m = &self.metrics;
+        if let Some(&id) = m.category.get(v.category.index()) {
+            host.count(id, 1);
+        }
+        let per = if cfg.mode == Mode::Shadow {
+            &m.shadow
+        } else {
+            &m.action
+        };
+        if let Some(&id) = per.get(action_index(v.action)) {
+            host.count(id, 1);
+        }
+        if v.verified {
+            host.count(m.verified, 1);
+        }
+        if cfg.mode == Mode::Shadow {
+            return Decision::Continue;
+        }
+        match v.action {
+            Action::Allow => Decision::Continue,
+            Action::Tag => {
+                let [score, category, name, verified] = &cfg.headers;
+                host.set_request_header(score, Some(&v.score.to_string()));
+                host.set_request_header(category, Some(v.category.as_str()));
+                if let Some(n) = v.name {
+                    host.set_request_header(name, Some(n));
+                }
+                host.set_request_header(verified, Some(if v.verified { "true" } else { "false" }));
+                Decision::Continue
+            }
+            Action::Block => {
+                host.send_reply(
+                    v.status,
+                    &[("content-type", cfg.block_content_type.as_str())],
+                    v.body.as_bytes(),
+                );
+                Decision::Replied
+            }
+        }
+    }
+}
+
+/// One pass over the request headers: the signals, and a bit per header of ours the client sent.
+fn scan<'a>(
+    h: &HeaderMapView<'a>,
+    ours: &[String; 4],
+    fp_header: Option<&str>,
+) -> (Signals<'a>, u8) {
+    let mut s = Signals::default();
+    let mut present = 0u8;
+    for (name, value) in h.iter() {
+        match name {
+            b"user-agent" => s.user_agent = Some(value),
+            b"accept" => s.accept = true,
+            b"accept-language" => s.accept_language = true,
+            b"sec-ch-ua" => s.sec_ch_ua = Some(value),
+            b"sec-ch-ua-platform" => s.sec_ch_ua_platform = Some(value),
+            n if n.first() == Some(&b':') => {}
+            n => {
+                if fp_header.is_some_and(|f| f.as_bytes() == n) {
+                    s.fingerprint = Some(value);
+                }
+                for (i, o) in ours.iter().enumerate() {
+                    if o.as_bytes() == n {
+                        present |= 1 << i;
+                    }
+                }
+            }
+        }
+    }
+    (s, present)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_common::host::fake::{configure, run, FakeHost};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+    fn bot(extra: &str) -> (BotDetection, FakeHost) {
+        configure::<BotDetection>(&format!(
+            r#"{{{extra}"verified_bots":[{{"name":"Googlebot","user_agent_contains":["googlebot"],"cidrs":["66.249.64.0/19"]}}]}}"#
+        ))
+    }
+
+    fn send(h: &FakeHost, ua: &str, client: &str, extra: &[(&str, &str)]) {
+        let mut headers = vec![(":method", "GET"), (":path", "/"), ("user-agent", ua)];
+        headers.extend_from_slice(extra);
+        h.request(&headers).client(client);
+    }
+
+    const BROWSER: [(&str, &str); 2] = [("accept", "text/html"), ("accept-language", "en")];
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn browsers_pass_and_client_copies_of_our_headers_never_do() {
+        let (f, h) = bot("");
+        send(&h, CHROME, "198.51.100.1:1", &[BROWSER[0], BROWSER[1], ("x-bot-score", "100"), ("x-bot-category", "human")]);
+        let out = run(&f, &h);
+        assert_eq!(out.decision, Decision::Continue);
+        assert_eq!(out.decisions.bot_category, Some("human"));
+        for n in ["x-bot-score", "x-bot-category", "x-bot-name", "x-bot-verified"] {
+            assert_eq!(h.forwarded_header(n), None, "{n}");
+        }
+        assert_eq!(h.metric("bot_detection.category.human"), Some(1));
+        assert_eq!(h.metric("bot_detection.action.allow"), Some(1));
+        // A plain browser request costs the header map read only (no client address lookup).
+        send(&h, CHROME, "198.51.100.1:1", &BROWSER);
+        assert_eq!(run(&f, &h).host_calls, 1);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn verified_bots_are_tagged_and_impersonators_blocked() {
+        let (f, h) = bot("");
+        send(&h, GOOGLEBOT, "66.249.66.1:1", &[]);
+        let out = run(&f, &h);
+        assert_eq!(out.decision, Decision::Continue);
+        assert_eq!(out.decisions.verified_bot.as_deref(), Some("Googlebot"));
+        assert_eq!(h.forwarded_header("x-bot-category").as_deref(), Some("search_engine"));
+        assert_eq!(h.forwarded_header("x-bot-verified").as_deref(), Some("true"));
+        assert_eq!(h.forwarded_header("x-bot-name").as_deref(), Some("Googlebot"));
+        assert_eq!(h.forwarded_header("x-bot-score").as_deref(), Some("10"));
+        send(&h, GOOGLEBOT, "203.0.113.9:1", &[]);
+        let out = run(&f, &h);
+        assert_eq!(out.decision, Decision::Replied);
+        assert_eq!(out.decisions.bot_category, Some("impersonator"));
+        let r = h.reply().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (403, "forbidden\n"));
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(h.metric("bot_detection.verified"), Some(1));
+        assert_eq!(h.metric("bot_detection.action.block"), Some(1));
+        assert_eq!(h.metric("bot_detection.action.tag"), Some(1));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn policy_status_body_and_custom_header_names() {
+        let (f, h) = bot(
+            r#""policy":[{"categories":["ai_crawler"],"action":"block","status":429,"body":"no AI\n"},{"score_below":50,"action":"tag"}],
+               "headers":{"score":"x-s","category":"x-c","name":"x-n","verified":"x-v"},"#,
+        );
+        send(&h, "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)", "1.2.3.4:1", &[]);
+        assert_eq!(run(&f, &h).decision, Decision::Replied);
+        let r = h.reply().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (429, "no AI\n"));
+        send(&h, "curl/8.5.0", "1.2.3.4:1", &[("x-c", "human")]);
+        assert_eq!(run(&f, &h).decision, Decision::Continue);
+        assert_eq!(h.forwarded_header("x-c").as_deref(), Some("http_library"));
+        assert_eq!(h.forwarded_header("x-bot-category"), None);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn shadow_mode_counts_what_it_would_do_and_changes_nothing_else() {
+        let (f, h) = bot(r#""mode":"shadow","#);
+        send(&h, GOOGLEBOT, "203.0.113.9:1", &[("x-bot-score", "100")]);
+        assert_eq!(run(&f, &h).decision, Decision::Continue);
+        assert_eq!(h.reply(), None);
+        assert_eq!(h.forwarded_header("x-bot-category"), None);
+        assert_eq!(h.forwarded_header("x-bot-score"), None, "client copies go in every mode");
+        assert_eq!(h.metric("bot_detection.shadow_action.block"), Some(1));
+        assert_eq!(h.metric("bot_detection.action.block"), Some(0));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn tls_fingerprints_from_a_header_or_filter_state() {
+        let (f, h) = bot(r#""tls_fingerprint":{"header":"x-ja4","deny":["t13d_bad"]},"#);
+        send(&h, CHROME, "1.2.3.4:1", &[BROWSER[0], BROWSER[1], ("x-ja4", "t13d_bad")]);
+        let out = run(&f, &h);
+        assert_eq!(out.decisions.bot_category, Some("suspicious"));
+        let (f, h) = bot(r#""tls_fingerprint":{"filter_state":"ja4","deny":["t13d_bad"]},"#);
+        send(&h, CHROME, "1.2.3.4:1", &BROWSER);
+        h.set_property(&["filter_state", "ja4"], b"t13d_bad");
+        assert_eq!(run(&f, &h).decisions.bot_category, Some("suspicious"));
+    }
+}
