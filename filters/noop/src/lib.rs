@@ -5,6 +5,7 @@
 //! Its configuration is an empty JSON object (or nothing); anything else is rejected at load like
 //! every filter of ours rejects a bad configuration, which the harness's tests rely on.
 
+use edge_common::host::{Decision, Decisions, Feature, Host, Request, StartError};
 use edge_common::{parse_config, ConfigError};
 use serde::Deserialize;
 
@@ -18,47 +19,37 @@ pub fn configure(bytes: &[u8]) -> Result<Config, ConfigError> {
     parse_config(bytes)
 }
 
-#[cfg(target_os = "wasi")]
-mod adapter {
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{ContextType, LogLevel};
+/// The no-op feature: configured like every feature, and never runs on a request.
+pub struct Noop;
 
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Warn);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot) });
-    }}
+impl Feature for Noop {
+    type Request = ();
+    const RUNS_ON_REQUESTS: bool = false;
 
-    struct NoopRoot;
-
-    impl Context for NoopRoot {}
-
-    impl RootContext for NoopRoot {
-        fn on_configure(&mut self, _size: usize) -> bool {
-            let bytes = self.get_plugin_configuration().unwrap_or_default();
-            match super::configure(&bytes) {
-                Ok(_) => true,
-                Err(e) => {
-                    proxy_wasm::hostcalls::log(LogLevel::Error, &e.to_string()).ok();
-                    false
-                }
-            }
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
-        }
-
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(Noop))
-        }
+    fn configure(json: &[u8], _: &impl Host) -> Result<Self, StartError> {
+        configure(json)?;
+        Ok(Noop)
     }
 
-    struct Noop;
+    fn describe(&self) -> String {
+        "noop".into()
+    }
 
-    impl Context for Noop {}
-
-    impl HttpContext for Noop {}
+    fn on_request_headers(
+        &self,
+        _: &impl Host,
+        _: &Request<'_>,
+        _: &mut Decisions,
+        _: &mut (),
+    ) -> Decision {
+        Decision::Continue
+    }
 }
+
+#[cfg(target_os = "wasi")]
+proxy_wasm::main! {{
+    edge_common::host::wasm::start::<Noop>();
+}}
 
 #[cfg(test)]
 mod tests {

@@ -113,7 +113,11 @@ pub struct RawRule {
     pub name: String,
     #[serde(default, rename = "match")]
     pub matcher: RawMatch,
+    #[serde(default)]
     pub key: Vec<RawKeyPart>,
+    /// Requests this rule matches are allowed without a bucket, and no later rule applies.
+    #[serde(default)]
+    pub unlimited: bool,
     pub requests_per_unit: Option<u64>,
     pub unit: Option<Unit>,
     pub tokens_per_fill: Option<u64>,
@@ -137,6 +141,15 @@ pub struct RawMatch {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub headers: Vec<RawHeaderMatch>,
+    /// edge.wasm: the bot verdict's category is one of these.
+    #[serde(default)]
+    pub bot_categories: Vec<String>,
+    /// edge.wasm: the client is (true) or is not (false) a verified bot.
+    #[serde(default)]
+    pub verified_bot: Option<bool>,
+    /// edge.wasm: the assigned stage is one of these.
+    #[serde(default)]
+    pub stages: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +168,10 @@ pub enum RawKeyPart {
     Path,
     Method,
     Constant { value: String },
+    /// edge.wasm: the bot verdict's category.
+    BotCategory,
+    /// edge.wasm: the assigned stage.
+    Stage,
 }
 
 /// The validated configuration.
@@ -206,6 +223,11 @@ pub struct Rule {
     pub methods: Vec<String>,
     pub hosts: Vec<String>,
     pub headers: Vec<(String, Option<String>)>,
+    /// edge.wasm conditions: bot categories (any of), verified bot or not, stages (any of).
+    pub bot_categories: Vec<String>,
+    pub verified_bot: Option<bool>,
+    pub stages: Vec<String>,
+    pub unlimited: bool,
     pub key: Vec<KeyPart>,
     pub bucket: Bucket,
     pub missing_key: MissingKey,
@@ -233,16 +255,23 @@ pub enum KeyPart {
     Path,
     Method,
     Constant(String),
+    BotCategory,
+    Stage,
 }
 
 impl Config {
     /// Parses and validates the plugin configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = parse_config(bytes)?;
-        Self::validate(raw)
+        Self::from_json_in(bytes, &Bundle::default())
     }
 
-    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+    /// Parses a configuration for a module that also decides `bundle`'s verdicts (edge.wasm).
+    pub fn from_json_in(bytes: &[u8], bundle: &Bundle) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_config(bytes)?;
+        Self::validate(raw, bundle)
+    }
+
+    pub fn validate(raw: RawConfig, bundle: &Bundle) -> Result<Self, ConfigError> {
         if raw.max_buckets < 16 || raw.max_buckets > MAX_BUCKETS {
             return Err(ConfigError::new(
                 "max_buckets",
@@ -267,7 +296,7 @@ impl Config {
         }
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, rr) in raw.rules.into_iter().enumerate() {
-            let rule = compile_rule(rr).map_err(|e| e.at(&format!("rules[{i}]")))?;
+            let rule = compile_rule(rr, bundle).map_err(|e| e.at(&format!("rules[{i}]")))?;
             if rules.iter().any(|r: &Rule| r.name == rule.name) {
                 return Err(ConfigError::new(
                     format!("rules[{i}].name"),
@@ -295,7 +324,42 @@ impl Config {
     }
 }
 
-fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
+/// What the other features of the module decide before the rate limiter, for rules to match on
+/// and key by: in `rate_limit.wasm` nothing; in `edge.wasm` the bot verdict (with its category
+/// names) and the stage (with its stage names), when those sections are configured.
+#[derive(Debug, Clone, Default)]
+pub struct Bundle {
+    pub bot_categories: Option<Vec<&'static str>>,
+    pub stages: Option<Vec<String>>,
+}
+
+fn check_names(
+    field: &str,
+    names: &[String],
+    known: Option<&[String]>,
+    section: &str,
+) -> Result<(), ConfigError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let Some(known) = known else {
+        return Err(ConfigError::new(
+            field,
+            format!("needs edge.wasm with a `{section}` section, which decides it"),
+        ));
+    };
+    for (i, n) in names.iter().enumerate() {
+        if !known.contains(n) {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("unknown `{n}`: one of {}", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
     if r.name.is_empty()
         || r.name.len() > 64
         || !r
@@ -363,6 +427,54 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
             h.equals,
         ));
     }
+    let categories: Option<Vec<String>> = bundle
+        .bot_categories
+        .as_ref()
+        .map(|c| c.iter().map(|s| s.to_string()).collect());
+    check_names(
+        "match.bot_categories",
+        &m.bot_categories,
+        categories.as_deref(),
+        "bot_detection",
+    )?;
+    if m.verified_bot.is_some() && bundle.bot_categories.is_none() {
+        return Err(ConfigError::new(
+            "match.verified_bot",
+            "needs edge.wasm with a `bot_detection` section, which decides it",
+        ));
+    }
+    check_names("match.stages", &m.stages, bundle.stages.as_deref(), "stage_routing")?;
+    if r.unlimited {
+        if !r.key.is_empty()
+            || r.requests_per_unit.is_some()
+            || r.tokens_per_fill.is_some()
+            || r.burst.is_some()
+        {
+            return Err(ConfigError::new(
+                "unlimited",
+                "an unlimited rule has no key, rate or burst",
+            ));
+        }
+        return Ok(Rule {
+            lease: 1,
+            policy_header: String::new(),
+            seed: 0,
+            path,
+            methods,
+            hosts,
+            headers,
+            bot_categories: m.bot_categories,
+            verified_bot: m.verified_bot,
+            stages: m.stages,
+            unlimited: true,
+            key: Vec::new(),
+            bucket: Bucket::new(1, NS_PER_S, 1)
+                .ok_or_else(|| ConfigError::new("unlimited", "internal bucket"))?,
+            missing_key: r.missing_key,
+            continue_matching: false,
+            name: r.name,
+        });
+    }
     if r.key.is_empty() {
         return Err(ConfigError::new(
             "key",
@@ -379,6 +491,20 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
             RawKeyPart::Path => KeyPart::Path,
             RawKeyPart::Method => KeyPart::Method,
             RawKeyPart::Constant { value } => KeyPart::Constant(value),
+            RawKeyPart::BotCategory if bundle.bot_categories.is_none() => {
+                return Err(ConfigError::new(
+                    format!("key[{i}].type"),
+                    "bot_category needs edge.wasm with a `bot_detection` section",
+                ))
+            }
+            RawKeyPart::BotCategory => KeyPart::BotCategory,
+            RawKeyPart::Stage if bundle.stages.is_none() => {
+                return Err(ConfigError::new(
+                    format!("key[{i}].type"),
+                    "stage needs edge.wasm with a `stage_routing` section",
+                ))
+            }
+            RawKeyPart::Stage => KeyPart::Stage,
         });
     }
 
@@ -457,6 +583,10 @@ fn compile_rule(r: RawRule) -> Result<Rule, ConfigError> {
         methods,
         hosts,
         headers,
+        bot_categories: m.bot_categories,
+        verified_bot: m.verified_bot,
+        stages: m.stages,
+        unlimited: false,
         key,
         bucket,
         missing_key: r.missing_key,

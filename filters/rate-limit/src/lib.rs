@@ -2,13 +2,19 @@
 //! limit holds exactly across all worker threads. See `README.md` for the configuration.
 //!
 //! The logic (`config`, `bucket`, `limiter`, `response`) is host-independent and tested natively
-//! and in V8; the Proxy-Wasm adapter (`adapter`, built for `wasm32-wasip1` only) reads the few
-//! request attributes the rules need, calls [`limiter::decide`] and applies the decision.
+//! and in V8; `feature` applies [`limiter::decide`] through the host layer (`edge_common::host`),
+//! tested against the fake host. The module itself is only the `main!` wiring below.
 
 pub mod bucket;
 pub mod config;
 pub mod limiter;
 pub mod response;
 
+pub mod feature;
+
+pub use feature::RateLimit;
+
 #[cfg(target_os = "wasi")]
-mod adapter;
+proxy_wasm::main! {{
+    edge_common::host::wasm::start::<RateLimit>();
+}}

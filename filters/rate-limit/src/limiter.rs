@@ -28,6 +28,7 @@
 use std::net::IpAddr;
 
 use edge_common::hash::{hash64, scale};
+use edge_common::host::{HostError, SharedData};
 
 use crate::bucket::{ceil_secs, TakeN};
 use crate::config::{Config, FailureMode, KeyPart, MissingKey, Rule};
@@ -44,6 +45,18 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<&[u8]>;
     /// The client address (`source.address`).
     fn client_ip(&self) -> Option<IpAddr>;
+    /// The bot verdict's category (edge.wasm).
+    fn bot_category(&self) -> Option<&str> {
+        None
+    }
+    /// The verified bot's name (edge.wasm).
+    fn verified_bot(&self) -> Option<&str> {
+        None
+    }
+    /// The assigned stage (edge.wasm).
+    fn stage(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The request line parts the rules look at, borrowed from the request's headers.
@@ -76,20 +89,6 @@ impl<'a> RequestLine<'a> {
             host,
         }
     }
-}
-
-/// Envoy shared data as the limiter uses it.
-pub trait SharedStore {
-    /// The value and its version (`None` if absent).
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
-    /// Writes if the version still is `cas` (`None`: unconditionally).
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    CasMismatch,
-    Unavailable,
 }
 
 /// One rule's verdict for a request.
@@ -192,7 +191,7 @@ pub fn decide(
     ns: &str,
     line: &RequestLine,
     req: &dyn RequestView,
-    store: &dyn SharedStore,
+    store: &dyn SharedData,
     leases: &mut Leases,
     clock: &dyn Fn() -> u64,
     observe: &mut dyn FnMut(&RuleVerdict),
@@ -202,6 +201,9 @@ pub fn decide(
     for (i, rule) in cfg.rules.iter().enumerate() {
         if !matches(rule, cfg.paths, line, req) {
             continue;
+        }
+        if rule.unlimited {
+            break;
         }
         let Some(fp) = fingerprint(rule, line, req) else {
             // Missing key part and `missing_key: skip`: the rule does not apply.
@@ -234,7 +236,15 @@ pub fn decide(
 }
 
 fn matches(rule: &Rule, paths: PathPolicy, line: &RequestLine, req: &dyn RequestView) -> bool {
+    let in_list = |list: &[String], v: Option<&str>| {
+        list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+    };
     rule.path.matches(line.path, paths)
+        && in_list(&rule.bot_categories, req.bot_category())
+        && rule
+            .verified_bot
+            .is_none_or(|want| req.verified_bot().is_some() == want)
+        && in_list(&rule.stages, req.stage())
         && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == line.method))
         && (rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.eq_ignore_ascii_case(line.host)))
         && rule
@@ -258,6 +268,14 @@ pub fn fingerprint(rule: &Rule, line: &RequestLine, req: &dyn RequestView) -> Op
             KeyPart::Path => hash64(seed, line.path.as_bytes()),
             KeyPart::Method => hash64(seed, line.method.as_bytes()),
             KeyPart::Constant(c) => hash64(seed, c.as_bytes()),
+            KeyPart::BotCategory => match req.bot_category() {
+                Some(c) => hash64(seed, c.as_bytes()),
+                None => missing(rule, seed)?,
+            },
+            KeyPart::Stage => match req.stage() {
+                Some(s) => hash64(seed, s.as_bytes()),
+                None => missing(rule, seed)?,
+            },
             KeyPart::Header(name) => match req.header(name) {
                 Some(v) => hash64(seed, v),
                 None => missing(rule, seed)?,
@@ -326,7 +344,7 @@ fn take(
     rule: &Rule,
     idx: usize,
     fp: u64,
-    store: &dyn SharedStore,
+    store: &dyn SharedData,
     leases: &mut Leases,
     now: u64,
 ) -> RuleVerdict {
@@ -353,7 +371,7 @@ fn take(
     let ka = slot_key(ns, sa);
     let mut kb: Option<String> = None;
     for _ in 0..MAX_ATTEMPTS {
-        let Ok((va, ca)) = store.get(&ka) else {
+        let Ok((va, ca)) = store.shared_get(&ka) else {
             return error(denied);
         };
         let (fpa, tata) = decode(va.as_deref());
@@ -362,7 +380,7 @@ fn take(
             (&ka, tata, ca)
         } else {
             let kb = kb.get_or_insert_with(|| slot_key(ns, sb));
-            let Ok((vb, cb)) = store.get(kb) else {
+            let Ok((vb, cb)) = store.shared_get(kb) else {
                 return error(denied);
             };
             let (fpb, tatb) = decode(vb.as_deref());
@@ -393,7 +411,7 @@ fn take(
                 granted,
                 remaining,
                 full_in_ns,
-            } => match store.set(key, &encode(fp, new_tat), cas) {
+            } => match store.shared_set(key, &encode(fp, new_tat), cas) {
                 Ok(()) => {
                     // This request uses one token; the rest are leased to this worker.
                     if granted > 1 {
@@ -407,8 +425,8 @@ fn take(
                         retry_after_s: 0,
                     };
                 }
-                Err(StoreError::CasMismatch) => continue,
-                Err(StoreError::Unavailable) => return error(denied),
+                Err(HostError::CasMismatch) => continue,
+                Err(HostError::Failed) => return error(denied),
             },
         }
     }
@@ -417,11 +435,11 @@ fn take(
 
 /// Creates every slot that does not exist yet (empty), so all later updates are CAS-checked.
 /// Existing slots (another worker's, or a previous configuration's) are left as they are.
-pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedStore) -> Result<(), StoreError> {
+pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedData) -> Result<(), HostError> {
     // The first VM to configure creates the table and then records its size; every other VM
     // (one per worker, and each reload with the same table) reads that one key and is done.
     let marker = format!("{ns}:table");
-    if let (Some(v), _) = store.get(&marker)? {
+    if let (Some(v), _) = store.shared_get(&marker)? {
         if v.as_slice() == n.to_le_bytes() {
             return Ok(());
         }
@@ -429,66 +447,23 @@ pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedStore) -> Result<(), Sto
     let empty = encode(0, 0);
     for i in 0..n {
         let k = slot_key(ns, i);
-        if let (None, None) = store.get(&k)? {
-            match store.set(&k, &empty, None) {
-                Ok(()) | Err(StoreError::CasMismatch) => {}
+        if let (None, None) = store.shared_get(&k)? {
+            match store.shared_set(&k, &empty, None) {
+                Ok(()) | Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }
     }
-    match store.set(&marker, &n.to_le_bytes(), None) {
-        Ok(()) | Err(StoreError::CasMismatch) => Ok(()),
+    match store.shared_set(&marker, &n.to_le_bytes(), None) {
+        Ok(()) | Err(HostError::CasMismatch) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 #[cfg(test)]
 pub mod testing {
-    //! An in-memory shared store with Envoy's CAS semantics.
+    //! A request view for tests (the shared store is edge-common's fake host).
     use super::*;
-    use std::cell::{Cell, RefCell};
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    pub struct MemStore {
-        pub map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        next_cas: Cell<u32>,
-        /// Number of upcoming `set` calls to fail with a CAS mismatch (a busy neighbour).
-        pub conflicts: Cell<u32>,
-        pub unavailable: Cell<bool>,
-    }
-
-    impl SharedStore for MemStore {
-        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-            if self.unavailable.get() {
-                return Err(StoreError::Unavailable);
-            }
-            Ok(match self.map.borrow().get(key) {
-                Some((v, c)) => (Some(v.clone()), Some(*c)),
-                None => (None, None),
-            })
-        }
-
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-            if self.unavailable.get() {
-                return Err(StoreError::Unavailable);
-            }
-            if self.conflicts.get() > 0 {
-                self.conflicts.set(self.conflicts.get() - 1);
-                return Err(StoreError::CasMismatch);
-            }
-            let mut m = self.map.borrow_mut();
-            if let (Some(c), Some((_, cur))) = (cas, m.get(key)) {
-                if c != *cur {
-                    return Err(StoreError::CasMismatch);
-                }
-            }
-            let n = self.next_cas.get() + 1;
-            self.next_cas.set(n);
-            m.insert(key.to_string(), (value.to_vec(), n));
-            Ok(())
-        }
-    }
 
     #[derive(Default)]
     pub struct Req {
@@ -513,6 +488,7 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+    use edge_common::host::fake::FakeHost;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -537,7 +513,7 @@ mod tests {
         c: &Config,
         line: &RequestLine,
         req: &Req,
-        s: &MemStore,
+        s: &FakeHost,
         now: u64,
     ) -> (Decision, Vec<RuleVerdict>) {
         thread_local!(static LEASES: std::cell::RefCell<Leases> = Default::default());
@@ -557,9 +533,9 @@ mod tests {
         (d, seen)
     }
 
-    fn setup(json: &str) -> (Config, MemStore) {
+    fn setup(json: &str) -> (Config, FakeHost) {
         let c = cfg(json);
-        let s = MemStore::default();
+        let s = FakeHost::new();
         ensure_slots("rl", c.max_buckets, &s).unwrap();
         (c, s)
     }
@@ -567,16 +543,16 @@ mod tests {
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn the_table_is_created_once_per_size() {
-        let s = MemStore::default();
+        let s = FakeHost::new();
         ensure_slots("rl", 16, &s).unwrap();
-        assert_eq!(s.map.borrow().len(), 17);
+        assert_eq!(s.shared_keys(), 17);
         // Another VM (or a reload) with the same table only reads the marker.
-        s.map.borrow_mut().remove("rl:3");
+        s.remove_shared("rl:3");
         ensure_slots("rl", 16, &s).unwrap();
-        assert!(!s.map.borrow().contains_key("rl:3"));
+        assert!(!s.has_shared("rl:3"));
         // A new size checks every slot again.
         ensure_slots("rl", 32, &s).unwrap();
-        assert_eq!(s.map.borrow().len(), 33);
+        assert_eq!(s.shared_keys(), 33);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -677,7 +653,7 @@ mod tests {
             "{\"max_buckets\"",
             "{\"failure_mode\":\"deny\",\"max_buckets\"",
         ));
-        s.unavailable.set(true);
+        s.shared_down.set(true);
         let d = run(&deny, &line, &keyed("a"), &s, S).0;
         assert!(d.limited);
         assert_eq!(d.report.unwrap().outcome, Outcome::Error { denied: true });
@@ -699,7 +675,7 @@ mod tests {
             run(&c, &line, &keyed(&format!("k{i}")), &s, 10 * S + 1_000_000);
         }
         assert_eq!(
-            s.map.borrow().len(),
+            s.shared_keys(),
             1024 + 1,
             "no slot beyond max_buckets (and the table marker)"
         );
@@ -724,12 +700,7 @@ mod tests {
         let mut leases = Leases::default();
         let line = RequestLine::default();
         let writes = || {
-            s.map
-                .borrow()
-                .values()
-                .map(|(_, cas)| *cas)
-                .max()
-                .unwrap_or(0)
+            s.shared_writes()
         };
         let before = writes();
         let mut allowed = 0;

@@ -204,6 +204,15 @@ impl FakeHost {
         self.shared.borrow().len()
     }
 
+    pub fn has_shared(&self, key: &str) -> bool {
+        self.shared.borrow().contains_key(key)
+    }
+
+    /// Shared-data writes so far (each took a new CAS version).
+    pub fn shared_writes(&self) -> u32 {
+        self.next_cas.get()
+    }
+
     pub fn remove_shared(&self, key: &str) {
         self.shared.borrow_mut().remove(key);
     }

@@ -231,6 +231,9 @@ pub trait Feature: Sized + 'static {
     /// State a request keeps from its request headers to its response headers.
     type Request: Default;
 
+    /// Whether the request step runs at all (the no-op module sets `false`: no header-map read).
+    const RUNS_ON_REQUESTS: bool = true;
+
     /// Parses and checks the JSON configuration, defines metrics, and sets up per-worker state.
     fn configure(json: &[u8], host: &impl Host) -> Result<Self, StartError>;
 

@@ -257,6 +257,9 @@ impl<F: Feature> Context for Http<F> {}
 
 impl<F: Feature> HttpContext for Http<F> {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if !F::RUNS_ON_REQUESTS {
+            return Action::Continue;
+        }
         let Some(f) = self.feature.clone() else {
             return Action::Continue;
         };
