@@ -22,9 +22,9 @@ ECHO_IMAGE     ?= edge-echo:latest
 WASM_DIR       := target/wasm32-wasip1/release
 # Filter crates built to .wasm (package names) and the .wasm files they produce.
 FILTER_PKGS    := noop-filter rate-limit bot-detection cdn-signing stage-routing
-FILTER_WASMS   := noop rate_limit bot_detection cdn_signing stage_routing
+FILTER_WASMS   := noop rate_limit bot_detection cdn_signing stage_routing edge
 # Host-independent crates whose tests also run under Node's V8 (wasm-bindgen-test).
-V8_TEST_PKGS   := edge-common rate-limit bot-detection cdn-signing stage-routing
+V8_TEST_PKGS   := edge-common rate-limit bot-detection cdn-signing stage-routing edge
 SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
@@ -85,6 +85,9 @@ wasm-bindgen: toolchain
 ## ---------------------------------------------------------------- build
 build: toolchain
 	cargo build --release --target wasm32-wasip1 --lib $(addprefix -p ,$(FILTER_PKGS))
+	@# edge.wasm links the four features without their own entry points (`main!`): built on its
+	@# own, so that cargo does not unify their default `module` feature into its dependencies.
+	cargo build --release --target wasm32-wasip1 --lib -p edge
 	@for w in $(FILTER_WASMS); do ls -l $(WASM_DIR)/$$w.wasm | awk '{printf "  %-45s %7d bytes\n", $$9, $$5}'; done
 
 echo: toolchain

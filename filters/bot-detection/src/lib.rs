@@ -15,7 +15,7 @@ pub mod feature;
 
 pub use feature::BotDetection;
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", feature = "module"))]
 proxy_wasm::main! {{
     edge_common::host::wasm::start::<BotDetection>();
 }}

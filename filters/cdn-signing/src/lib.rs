@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use feature::CdnSigning;
 
-#[cfg(target_os = "wasi")]
+#[cfg(all(target_os = "wasi", feature = "module"))]
 proxy_wasm::main! {{
     edge_common::host::wasm::start::<CdnSigning>();
 }}
