@@ -29,6 +29,8 @@ struct Row {
     /// Path and headers wrk sends (the "common path" of the row's filter).
     path: &'static str,
     headers: Vec<(&'static str, &'static str)>,
+    /// The row its added cost is measured against (`FLOOR` when `None`).
+    reference: Option<&'static str>,
 }
 
 /// The row every other is compared with (no HTTP filter but the router).
@@ -51,24 +53,28 @@ fn rows() -> Vec<Row> {
             gateway: base(),
             path: "/",
             headers: vec![],
+            reference: None,
         },
         Row {
             name: WASM_FLOOR,
             gateway: base().wasm(WasmFilter::new("noop", wasm("noop"), json!({}))),
             path: "/",
             headers: vec![],
+            reference: None,
         },
         Row {
             name: "native local_ratelimit (never limits)",
             gateway: base().native_filter(native_local_ratelimit_unlimited()),
             path: "/",
             headers: vec![],
+            reference: None,
         },
         Row {
             name: "Lua no-op",
             gateway: base().native_filter(native_lua_noop()),
             path: "/",
             headers: vec![],
+            reference: None,
         },
         Row {
             name: "rate_limit.wasm allow path (header key)",
@@ -79,6 +85,7 @@ fn rows() -> Vec<Row> {
             )),
             path: "/api/items",
             headers: vec![("x-api-key", "bench-client-1")],
+            reference: None,
         },
         Row {
             name: "rate_limit.wasm allow path (header key, no RateLimit headers)",
@@ -89,6 +96,7 @@ fn rows() -> Vec<Row> {
             )),
             path: "/api/items",
             headers: vec![("x-api-key", "bench-client-1")],
+            reference: None,
         },
         Row {
             name: "rate_limit.wasm, no rule applies (one header-map read)",
@@ -99,6 +107,7 @@ fn rows() -> Vec<Row> {
             )),
             path: "/static/app.js",
             headers: vec![],
+            reference: None,
         },
         Row {
             name: "rate_limit.wasm allow path (client IP key)",
@@ -109,6 +118,7 @@ fn rows() -> Vec<Row> {
             )),
             path: "/api/items",
             headers: vec![],
+            reference: None,
         },
         Row {
             name: "bot_detection.wasm, browser request (allowed)",
@@ -119,6 +129,7 @@ fn rows() -> Vec<Row> {
             )),
             path: "/",
             headers: BROWSER_HEADERS.to_vec(),
+            reference: None,
         },
         Row {
             name: "bot_detection.wasm, known bot (tagged)",
@@ -135,6 +146,7 @@ fn rows() -> Vec<Row> {
                 ),
                 ("accept", "*/*"),
             ],
+            reference: None,
         },
         Row {
             name: "cdn_signing.wasm, valid Akamai EdgeAuth token",
@@ -145,6 +157,7 @@ fn rows() -> Vec<Row> {
             )),
             path: leak(format!("/videos/seg-1.ts?__token__={}", akamai_token())),
             headers: vec![],
+            reference: None,
         },
         Row {
             name: "cdn_signing.wasm, valid Google Cloud CDN signed URL",
@@ -156,6 +169,7 @@ fn rows() -> Vec<Row> {
             path: leak(google_signed_path()),
             // wrk replaces its own Host header only when given `Host` with this case.
             headers: vec![("Host", "cdn.example")],
+            reference: None,
         },
         Row {
             name: "stage_routing.wasm, sticky hash of x-user-id (sets x-stage)",
@@ -166,6 +180,7 @@ fn rows() -> Vec<Row> {
             )),
             path: "/",
             headers: vec![("x-user-id", base_user())],
+            reference: None,
         },
         Row {
             name: "stage_routing.wasm, same, base stage without the header (no header write)",
@@ -176,6 +191,7 @@ fn rows() -> Vec<Row> {
             })),
             path: "/",
             headers: vec![("x-user-id", base_user())],
+            reference: None,
         },
         Row {
             name: "stage_routing.wasm, same with the pin cookie (Set-Cookie on the response)",
@@ -186,8 +202,91 @@ fn rows() -> Vec<Row> {
             )),
             path: "/",
             headers: vec![("x-user-id", base_user())],
+            reference: None,
         },
+        Row {
+            name: SAME_REQUEST,
+            gateway: base(),
+            path: combined_path(),
+            headers: combined_headers(),
+            reference: None,
+        },
+        Row {
+            name: CHAIN,
+            gateway: base()
+                .wasm(WasmFilter::new("bot_detection", wasm("bot_detection"), json!({})))
+                .wasm(WasmFilter::new("cdn_signing", wasm("cdn_signing"), cdn_config()))
+                .wasm(WasmFilter::new("rate_limit", wasm("rate_limit"), combined_rate_limit()))
+                .wasm(WasmFilter::new("stage_routing", wasm("stage_routing"), stage_config(false))),
+            path: combined_path(),
+            headers: combined_headers(),
+            reference: Some(SAME_REQUEST),
+        },
+        Row {
+            name: EDGE,
+            gateway: base().wasm(WasmFilter::new(
+                "edge",
+                wasm("edge"),
+                json!({
+                    "bot_detection": {},
+                    "cdn_signing": cdn_config(),
+                    "rate_limit": combined_rate_limit(),
+                    "stage_routing": stage_config(false),
+                }),
+            )),
+            path: combined_path(),
+            headers: combined_headers(),
+            reference: Some(SAME_REQUEST),
+        },
+        edge_only("edge.wasm, cdn_signing only", "cdn_signing", cdn_config()),
+        edge_only("edge.wasm, bot_detection only", "bot_detection", json!({})),
+        edge_only("edge.wasm, rate_limit only", "rate_limit", combined_rate_limit()),
+        edge_only("edge.wasm, stage_routing only", "stage_routing", stage_config(false)),
     ]
+}
+
+/// edge.wasm with one section, on the combined request: what each feature costs inside it.
+fn edge_only(name: &'static str, section: &str, config: serde_json::Value) -> Row {
+    let mut c = json!({});
+    c[section] = config;
+    Row {
+        name,
+        gateway: Gateway::new()
+            .runtime(Runtime::Process)
+            .workers(1)
+            .cpu_list("0")
+            .log_level("warning")
+            .wasm(WasmFilter::new("edge", edge_tests::wasm_path("edge"), c)),
+        path: combined_path(),
+        headers: combined_headers(),
+        reference: Some(SAME_REQUEST),
+    }
+}
+
+/// The combined rows: the four features on one request, chained as four filters or in edge.wasm.
+const SAME_REQUEST: &str = "no filter, same request";
+const CHAIN: &str = "four filters chained (bot, cdn, rate_limit, stage)";
+const EDGE: &str = "edge.wasm, all four (bot, cdn, rate_limit, stage)";
+
+/// A browser fetching a video segment with a valid Akamai token, an API key and a user id that
+/// the stage config puts on the base stage.
+fn combined_path() -> &'static str {
+    leak(format!("/videos/seg-1.ts?__token__={}", akamai_token()))
+}
+
+fn combined_headers() -> Vec<(&'static str, &'static str)> {
+    let mut h = BROWSER_HEADERS.to_vec();
+    h.push(("x-api-key", "bench-client-1"));
+    h.push(("x-user-id", base_user()));
+    h
+}
+
+/// A rule every request matches and none exceeds, keyed by the API key.
+fn combined_rate_limit() -> serde_json::Value {
+    json!({
+        "rules": [{"name": "api", "key": [{"type": "header", "name": "x-api-key"}],
+                   "requests_per_unit": 1_000_000_000u64, "unit": "second"}]
+    })
 }
 
 const BENCH_AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
@@ -329,6 +428,25 @@ struct Sample {
     p50_us: f64,
     p99_us: f64,
     non_2xx: u64,
+    /// Requests wrk completed.
+    requests: u64,
+    /// Envoy's CPU time (all threads) per request, in µs (NaN if unknown).
+    cpu_us: f64,
+}
+
+/// Nanoseconds all of a process's threads have run on a CPU (`/proc/<pid>/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = t.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn pid_of(gw: &RunningGateway) -> Option<u32> {
+    gw.run_id.strip_prefix("pid-")?.parse().ok()
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -397,15 +515,25 @@ async fn main() -> Result<()> {
         for k in 0..rows.len() {
             let i = (round + k) % rows.len();
             let (r, gw) = (&rows[i], &gateways[i]);
-            let sample = wrk(&gw.url, r, s.duration, s.connections)?;
+            let pid = pid_of(gw);
+            let before = pid.and_then(cpu_ns);
+            let mut sample = wrk(&gw.url, r, s.duration, s.connections)?;
+            let after = pid.and_then(cpu_ns);
+            sample.cpu_us = match (before, after) {
+                (Some(b), Some(a)) if sample.requests > 0 => {
+                    a.saturating_sub(b) as f64 / 1e3 / sample.requests as f64
+                }
+                _ => f64::NAN,
+            };
             eprintln!(
-                "round {}/{} {:<40} {:>10.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us",
+                "round {}/{} {:<40} {:>10.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu {:>6.2} us/req",
                 round + 1,
                 s.rounds,
                 r.name,
                 sample.rps,
                 sample.p50_us,
-                sample.p99_us
+                sample.p99_us,
+                sample.cpu_us
             );
             this[i] = Some(sample);
         }
@@ -435,6 +563,9 @@ pub struct Summary {
     pub added_us: f64,
     /// Microseconds added per request against the no-op Wasm row.
     pub vs_wasm_us: f64,
+    /// Envoy's CPU time per request (all threads), and what the row adds to its reference's.
+    pub cpu_us: f64,
+    pub added_cpu_us: f64,
     pub non_2xx: u64,
 }
 
@@ -446,10 +577,15 @@ fn summarize(rows: &[Row], samples: &[Vec<Sample>]) -> Result<Vec<Summary>> {
     };
     let (floor, wasm_floor) = (idx(FLOOR)?, idx(WASM_FLOOR)?);
     let per_req = |s: &Sample| 1e6 / s.rps.max(1e-9);
+    let refs: Vec<usize> = rows
+        .iter()
+        .map(|r| r.reference.map_or(Ok(floor), idx))
+        .collect::<Result<_>>()?;
     Ok(rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
+            let floor = refs[i];
             let col = |f: &dyn Fn(&Vec<Sample>) -> f64| median(samples.iter().map(f).collect());
             Summary {
                 name: r.name.to_string(),
@@ -458,6 +594,8 @@ fn summarize(rows: &[Row], samples: &[Vec<Sample>]) -> Result<Vec<Summary>> {
                 p99_us: col(&|s| s[i].p99_us),
                 added_us: col(&|s| per_req(&s[i]) - per_req(&s[floor])),
                 vs_wasm_us: col(&|s| per_req(&s[i]) - per_req(&s[wasm_floor])),
+                cpu_us: col(&|s| s[i].cpu_us),
+                added_cpu_us: col(&|s| s[i].cpu_us - s[floor].cpu_us),
                 non_2xx: samples.iter().map(|s| s[i].non_2xx).sum(),
             }
         })
@@ -494,15 +632,50 @@ fn render_markdown(s: &Settings, rows: &[Row], samples: &[Vec<Sample>], t: &[Sum
     );
     let _ = writeln!(
         md,
-        "| configuration | requests/s | p50 (µs) | p99 (µs) | added µs/request vs no filter | vs no-op Wasm | non-2xx |"
+        "| configuration | requests/s | p50 (µs) | p99 (µs) | added µs/request vs no filter | vs no-op Wasm | Envoy CPU µs/request | added CPU µs/request | non-2xx |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in t {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.0} | {:+.2} | {:+.2} | {} |",
-            r.name, r.rps, r.p50_us, r.p99_us, r.added_us, r.vs_wasm_us, r.non_2xx
+            "| {} | {:.0} | {:.0} | {:.0} | {:+.2} | {:+.2} | {:.2} | {:+.2} | {} |",
+            r.name,
+            r.rps,
+            r.p50_us,
+            r.p99_us,
+            r.added_us,
+            r.vs_wasm_us,
+            r.cpu_us,
+            r.added_cpu_us,
+            r.non_2xx
         );
+    }
+    let _ = writeln!(
+        md,
+        "\n*Envoy CPU µs/request*: the Envoy process's CPU time over the run (all threads, from \
+         `/proc/<pid>/task/*/schedstat`) divided by the requests wrk completed: unlike throughput, \
+         it does not move when the machine steals time from the worker. *Added CPU* subtracts the \
+         reference row's, within each round."
+    );
+    let _ = writeln!(
+        md,
+        "\nThe two combined rows are measured against `{SAME_REQUEST}` (the same request through \
+         Envoy without filters), every other row against `{FLOOR}`."
+    );
+    let find = |n: &str| t.iter().find(|r| r.name == n);
+    if let (Some(chain), Some(edge), Some(noop)) = (find(CHAIN), find(EDGE), find(WASM_FLOOR)) {
+        for (what, e, c, n) in [
+            ("throughput", edge.added_us, chain.added_us, noop.added_us),
+            ("CPU time", edge.added_cpu_us, chain.added_cpu_us, noop.added_cpu_us),
+        ] {
+            let _ = writeln!(
+                md,
+                "\n**edge.wasm ({what}):** {e:.2} µs added vs the chain's {c:.2} µs, a ratio of {:.2}; \
+                 vs the no-op Wasm filter's {n:.2} µs, a ratio of {:.2}.",
+                e / c,
+                e / n
+            );
+        }
     }
     let _ = writeln!(md, "\nRequests/s per round (spread check):\n");
     let _ = write!(md, "| configuration |");
@@ -551,6 +724,7 @@ fn parse_wrk(text: &str) -> Result<Sample> {
     let mut p50 = None;
     let mut p99 = None;
     let mut non_2xx = 0;
+    let mut requests = 0;
     for line in text.lines().map(str::trim) {
         let mut it = line.split_whitespace();
         match (it.next(), it.next()) {
@@ -558,6 +732,9 @@ fn parse_wrk(text: &str) -> Result<Sample> {
             (Some("50%"), Some(v)) => p50 = parse_duration_us(v),
             (Some("99%"), Some(v)) => p99 = parse_duration_us(v),
             _ => {}
+        }
+        if let (Some(n), Some("requests")) = (line.split_whitespace().next(), line.split_whitespace().nth(1)) {
+            requests = n.parse().unwrap_or(0);
         }
         if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
             non_2xx = n.trim().parse().unwrap_or(0);
@@ -569,6 +746,8 @@ fn parse_wrk(text: &str) -> Result<Sample> {
             p50_us,
             p99_us,
             non_2xx,
+            requests,
+            cpu_us: f64::NAN,
         }),
         _ => bail!("missing Requests/sec or latency percentiles"),
     }

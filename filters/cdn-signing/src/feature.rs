@@ -9,7 +9,7 @@ use edge_common::path::{self, PathVerdict, RequestPath};
 use crate::config::{Config, Location, Mode, Scheme};
 use crate::schemes::Refusal;
 use crate::sign::{apply, Cache, Input};
-use crate::verify::{route_for, verify, Request as Check};
+use crate::verify::{route_for, verify, Request as Check, SignatureCache};
 
 /// Counters per route, in this order: the verify outcomes, then `signed`.
 pub const OUTCOMES: [&str; 8] = [
@@ -45,6 +45,8 @@ pub struct CdnSigning {
     bad_path: u32,
     /// This worker's cached tokens, per route (sign mode).
     tokens: RefCell<Vec<Cache>>,
+    /// ACL tokens this worker verified (verify mode).
+    signatures: RefCell<SignatureCache>,
 }
 
 impl CdnSigning {
@@ -68,6 +70,7 @@ impl CdnSigning {
             metrics,
             bad_path,
             tokens,
+            signatures: RefCell::default(),
         })
     }
 }
@@ -150,6 +153,7 @@ impl Feature for CdnSigning {
             token_header,
             client_ip: &client,
             now,
+            signatures: Some(&self.signatures),
         };
         let Some(out) = verify(cfg, &check) else {
             return Decision::Continue;
@@ -304,6 +308,26 @@ mod tests {
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         assert_eq!(h.forwarded_all("cookie"), ["sid=1; theme=dark"]);
         assert_eq!(h.forwarded_header(":path").as_deref(), Some("/ck/a.ts"));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn a_remembered_signature_still_expires_and_keeps_its_scope() {
+        let (f, h) = cfg("");
+        let tok = token("/videos/a/*", NOW + 60);
+        get(&h, &format!("/videos/a/1.ts?__token__={tok}"), &[]);
+        assert_eq!(run(&f, &h).decision, Decision::Continue);
+        get(&h, &format!("/videos/b/1.ts?__token__={tok}"), &[]);
+        assert_eq!(run(&f, &h).decision, Decision::Replied);
+        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("wrong_scope"));
+        get(&h, &format!("/videos/a/2.ts?__token__={tok}"), &[]);
+        h.set_now_ns((NOW + 61) * 1_000_000_000);
+        assert_eq!(run(&f, &h).decision, Decision::Replied);
+        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("expired"));
+        // A forged token that differs from the remembered one in any byte is checked in full.
+        get(&h, &format!("/videos/a/1.ts?__token__={}", tok.replace("exp=", "exp=9")), &[]);
+        assert_eq!(run(&f, &h).decision, Decision::Replied);
+        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("bad_signature"));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

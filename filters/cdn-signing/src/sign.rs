@@ -429,6 +429,7 @@ mod tests {
             leeway: 0,
             salt: None,
             escape_early: false,
+            signature_known: false,
         };
         let key = akamai::decode_hex_key("52a152a152a152a152a152a152a1").unwrap();
         assert_eq!(

@@ -4,6 +4,8 @@
 use edge_common::http::{
     cookie, param_name_is, query_param, split_path, strip_cookies, strip_query_params,
 };
+use std::cell::RefCell;
+
 use edge_common::path::{canonical_path, has_prefix, PathPolicy};
 
 use crate::config::{Config, Location, Route, Scheme};
@@ -26,6 +28,47 @@ pub struct Request<'a> {
     pub client_ip: &'a dyn Fn() -> Option<String>,
     /// Unix seconds.
     pub now: u64,
+    /// ACL tokens whose signatures this worker verified already (`None`: verify every time).
+    pub signatures: Option<&'a RefCell<SignatureCache>>,
+}
+
+/// The last `SignatureCache::CAPACITY` Akamai ACL tokens whose HMAC verified, per route. Such a
+/// token is the same on every request of a client (every segment of a video), and its signature
+/// does not depend on the request, so the HMAC is computed once per worker; expiry, client IP and
+/// ACL scope are still checked on every request. Only verified tokens enter (compared in full, not
+/// by hash), so a client cannot place one; memory is bounded by the capacity.
+#[derive(Debug, Default)]
+pub struct SignatureCache {
+    entries: Vec<(u64, usize, String)>,
+    next: usize,
+}
+
+impl SignatureCache {
+    pub const CAPACITY: usize = 128;
+
+    pub fn contains(&self, route: usize, token: &str) -> bool {
+        let h = edge_common::hash::hash64(route as u64, token.as_bytes());
+        self.entries
+            .iter()
+            .any(|(eh, r, t)| *eh == h && *r == route && t == token)
+    }
+
+    pub fn insert(&mut self, route: usize, token: &str) {
+        if token.len() > 4096 {
+            return;
+        }
+        let e = (
+            edge_common::hash::hash64(route as u64, token.as_bytes()),
+            route,
+            token.to_string(),
+        );
+        if self.entries.len() < Self::CAPACITY {
+            self.entries.push(e);
+        } else if let Some(slot) = self.entries.get_mut(self.next) {
+            *slot = e;
+        }
+        self.next = (self.next + 1) % Self::CAPACITY;
+    }
 }
 
 /// The outcome for a request on a protected route.
@@ -114,17 +157,32 @@ pub fn verify(cfg: &Config, r: &Request<'_>) -> Option<Outcome> {
                 Location::Cookie => r.cookie.and_then(|c| cookie(c, token_name)),
                 Location::Header => r.token_header,
             };
-            let check = akamai::Check {
-                path: path_only,
-                client_ip: r.client_ip,
-                now: r.now,
-                leeway: cfg.leeway,
-                salt: salt.as_deref(),
-                escape_early: *escape_early,
+            let known = |t: &str| {
+                r.signatures
+                    .and_then(|c| c.try_borrow().ok())
+                    .is_some_and(|c| c.contains(idx, t))
             };
             match token {
                 None | Some("") => Err(Refusal::Missing),
-                Some(t) => akamai::verify(t, keys, &check),
+                Some(t) => {
+                    let check = akamai::Check {
+                        path: path_only,
+                        client_ip: r.client_ip,
+                        now: r.now,
+                        leeway: cfg.leeway,
+                        salt: salt.as_deref(),
+                        escape_early: *escape_early,
+                        signature_known: known(t),
+                    };
+                    let res = akamai::verify(t, keys, &check);
+                    // An ACL token's signature does not depend on the request: remember it.
+                    if res.is_ok() && !check.signature_known && t.contains("acl=") {
+                        if let Some(mut c) = r.signatures.and_then(|c| c.try_borrow_mut().ok()) {
+                            c.insert(idx, t);
+                        }
+                    }
+                    res
+                }
             }
         }
         Scheme::Google {
@@ -263,7 +321,7 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn google_route_verifies_and_strips() {
         let cfg = Config::from_json(br#"{"routes":[{"name":"v","path_prefix":"/index","verify":{"scheme":"google_cdn","keys":{"my-key":"nZtRohdNF9m3cKM24IcK4w=="}}}]}"#).unwrap();
-        let r = Request { scheme: "http", authority: "35.186.234.33", path: "/index.html?Expires=1549751401&KeyName=my-key&Signature=CRFqQnVfFyiUyR63OQf-HRUpIwc=", method: "GET", now: 1549751000, cookie: None, token_header: None, client_ip: &|| None };
+        let r = Request { scheme: "http", authority: "35.186.234.33", path: "/index.html?Expires=1549751401&KeyName=my-key&Signature=CRFqQnVfFyiUyR63OQf-HRUpIwc=", method: "GET", now: 1549751000, cookie: None, token_header: None, client_ip: &|| None, signatures: None };
         let o = verify(&cfg, &r).unwrap();
         assert_eq!(o.result, Ok(()));
         assert_eq!(o.stripped_path.as_deref(), Some("/index.html"));
@@ -302,6 +360,7 @@ mod tests {
             method: "GET",
             client_ip: &|| Some("127.0.0.1".into()),
             now: 2_000_000_000,
+            signatures: None,
             cookie: None,
             token_header: None,
         };
@@ -364,6 +423,7 @@ mod tests {
                     token_header: None,
                     client_ip: &|| None,
                     now: 1_900_000_000,
+                    signatures: None,
                 },
             )
             .map(|o| o.result)
@@ -407,6 +467,7 @@ mod tests {
                     token_header: None,
                     client_ip: &|| None,
                     now: 1_900_000_000,
+                    signatures: None,
                 },
             )
             .map(|o| o.result)
@@ -437,6 +498,7 @@ mod tests {
             token_header: None,
             client_ip: &|| None,
             now: 1_700_000_100,
+            signatures: None,
         };
         let p = format!("/videos/1.ts?a=1&__token__={tok}&%5F%5Ftoken%5F%5F=evil&_%5ftoken__=x");
         let o = verify(&cfg("query"), &Request { path: &p, ..base }).unwrap();

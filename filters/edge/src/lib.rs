@@ -354,3 +354,49 @@ mod tests {
         );
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod timing {
+    use super::*;
+    use edge_common::host::fake::{configure, run};
+
+    /// `cargo test --release -p edge -- --ignored --nocapture`: native cost of each feature's
+    /// logic on the bench's combined request (the fake host's calls cost next to nothing).
+    #[test]
+    #[ignore]
+    fn native_cost_per_feature() {
+        let token = {
+            use cdn_signing::schemes::akamai;
+            akamai::generate(
+                &akamai::decode_hex_key("52a152a152a152a152a152a152a1").unwrap(),
+                akamai::Algorithm::Sha256,
+                &akamai::TokenSpec {
+                    exp: 4_102_444_800,
+                    acl: Some("/videos/*"),
+                    ..Default::default()
+                },
+            )
+        };
+        let path = format!("/videos/seg-1.ts?__token__={token}");
+        let sections = [
+            ("cdn", r#""cdn_signing":{"routes":[{"name":"videos","path_prefix":"/videos/","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"52a152a152a152a152a152a152a1"}]}}]}"#),
+            ("bot", r#""bot_detection":{}"#),
+            ("rl", r#""rate_limit":{"rules":[{"name":"api","key":[{"type":"header","name":"x-api-key"}],"requests_per_unit":1000000000,"unit":"second"}]}"#),
+            ("stage", r#""stage_routing":{"stages":[{"name":"prod","weight":90},{"name":"canary","weight":10}],"salt":"bench","sticky_key":[{"type":"header","name":"x-user-id"},{"type":"client_ip"}]}"#),
+        ];
+        for (name, sec) in sections {
+            let (f, h) = configure::<Edge>(&format!("{{{sec}}}"));
+            let n = 20_000;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                h.request(&[
+                    (":method", "GET"), (":path", &path), (":authority", "h"), (":scheme", "http"),
+                    ("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+                    ("accept", "text/html"), ("accept-language", "en-US"), ("x-api-key", "k"), ("x-user-id", "user-1"),
+                ]);
+                run(&f, &h);
+            }
+            eprintln!("{name}: {:.2} us/request (fake host included)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+}

@@ -216,6 +216,9 @@ pub struct Check<'a> {
     pub leeway: u64,
     pub salt: Option<&'a str>,
     pub escape_early: bool,
+    /// This exact ACL token's signature was verified before (see `SignatureCache`): skip the
+    /// HMAC. Expiry, IP and ACL are still checked on every request.
+    pub signature_known: bool,
 }
 
 /// Verifies a token against any of `keys` (rotation: each is tried; constant-time compare).
@@ -235,7 +238,8 @@ pub fn verify(token: &str, keys: &[(Vec<u8>, Algorithm)], c: &Check<'_>) -> Resu
         source.push_str(salt);
     }
     let received = t.hmac.to_ascii_lowercase();
-    let good = keys.iter().any(|(k, alg)| {
+    let good = (c.signature_known && t.acl.is_some())
+        || keys.iter().any(|(k, alg)| {
         ct_eq(
             hmac_hex(k, *alg, source.as_bytes()).as_bytes(),
             received.as_bytes(),
@@ -327,6 +331,7 @@ mod tests {
             leeway: 0,
             salt: None,
             escape_early: false,
+            signature_known: false,
         };
         assert_eq!(verify(&tok, &keys, &c), Ok(()));
         assert_eq!(
@@ -402,6 +407,7 @@ mod tests {
             leeway: 0,
             salt: Some("pepper"),
             escape_early: true,
+            signature_known: false,
         };
         assert_eq!(verify(&tok, &keys, &c), Ok(()));
         assert_eq!(
@@ -489,6 +495,7 @@ mod tests {
             leeway: 0,
             salt: None,
             escape_early: true,
+            signature_known: false,
         };
         assert_eq!(verify(&fields, &[(key(), Algorithm::Sha1)], &c), Ok(()));
     }
