@@ -126,8 +126,12 @@ test-unit:
 test-v8: wasm-bindgen
 	cargo test --target wasm32-unknown-unknown --lib $(addprefix -p ,$(V8_TEST_PKGS))
 
+# The behaviour tests of the four features run twice: against their own modules, then against
+# edge.wasm with only that feature's section (EDGE_SHAPE=edge), with the same assertions.
 test-integration:
 	cargo test -p edge-tests -- --nocapture
+	EDGE_SHAPE=edge cargo test -p edge-tests --test bot_detection --test cdn_signing --test rate_limit \
+	  --test stage_routing -- --nocapture
 
 # Removes any container or network a harness left (say, after the test process was killed).
 sweep:

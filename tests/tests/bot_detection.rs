@@ -14,7 +14,7 @@ use bot_detection::config::{Action, Config};
 use bot_detection::detect::{decide, Signals};
 use edge_tests::client::RequestSpec;
 use edge_tests::echo::EchoReply;
-use edge_tests::{Gateway, Load, RunningGateway, WasmFilter};
+use edge_tests::{Gateway, Load, RunningGateway};
 use serde_json::{json, Value};
 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
@@ -34,11 +34,7 @@ fn verified_config() -> Value {
 async fn gateway(config: &Value) -> RunningGateway {
     Gateway::new()
         .runtime(common::runtime())
-        .wasm(WasmFilter::new(
-            "bot_detection",
-            common::wasm("bot_detection"),
-            config.clone(),
-        ))
+        .wasm(common::filter("bot_detection", config.clone()))
         .echo_cluster("prod")
         .workers(2)
         .xff_num_trusted_hops(1)

@@ -11,7 +11,7 @@ use cdn_signing::schemes::akamai::{self, Algorithm, TokenSpec};
 use cdn_signing::schemes::google;
 use edge_tests::client::RequestSpec;
 use edge_tests::echo::EchoReply;
-use edge_tests::{Gateway, Load, RunningGateway, WasmFilter};
+use edge_tests::{Gateway, Load, RunningGateway};
 use serde_json::json;
 
 const GOOGLE_KEY: &str = "nZtRohdNF9m3cKM24IcK4w==";
@@ -81,11 +81,7 @@ async fn gateway_opts(
     }
     Gateway::new()
         .runtime(common::runtime())
-        .wasm(WasmFilter::new(
-            "cdn_signing",
-            common::wasm("cdn_signing"),
-            config,
-        ))
+        .wasm(common::filter("cdn_signing", config))
         .echo_cluster("prod")
         .workers(workers)
         .normalize_paths(normalize)
@@ -354,11 +350,7 @@ async fn sign_mode_adds_tokens_the_references_accept() {
     });
     let gw = Gateway::new()
         .runtime(common::runtime())
-        .wasm(WasmFilter::new(
-            "cdn_signing",
-            common::wasm("cdn_signing"),
-            config,
-        ))
+        .wasm(common::filter("cdn_signing", config))
         .echo_cluster("prod")
         .workers(2)
         .start()

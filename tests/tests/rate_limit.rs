@@ -12,7 +12,7 @@ use edge_tests::{Gateway, Load, LoadReport, RunningGateway, WasmFilter};
 use serde_json::{json, Value};
 
 fn rate_limit(config: Value) -> WasmFilter {
-    WasmFilter::new("rate_limit", common::wasm("rate_limit"), config)
+    common::filter("rate_limit", config)
 }
 
 /// 100 requests/s, burst 100, keyed by `x-key`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use edge_tests::client::{self, RequestSpec};
 use edge_tests::echo::{Hits, Script};
-use edge_tests::{Gateway, Load, RunningGateway, WasmFilter};
+use edge_tests::{Gateway, Load, RunningGateway};
 use serde_json::{json, Value};
 use stage_routing::assign::{assign, Request};
 use stage_routing::config::Config;
@@ -21,11 +21,7 @@ const STAGES: [&str; 3] = ["prod", "canary", "next"];
 async fn gateway(config: Value, stages: &[&str], extra_cluster: Option<&str>) -> RunningGateway {
     let mut g = Gateway::new()
         .runtime(common::runtime())
-        .wasm(WasmFilter::new(
-            "stage_routing",
-            common::wasm("stage_routing"),
-            config,
-        ))
+        .wasm(common::filter("stage_routing", config))
         .workers(4)
         .xff_num_trusted_hops(1);
     for s in stages {
