@@ -48,6 +48,7 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstreams 'prod', 'canary', 'n
   curl -s '127.0.0.1:8080/some/path?q=1' -H 'x-user-id: 42'
   curl -s 127.0.0.1:8080/status/418 -o /dev/null -w '%{http_code}\n'
   curl -s 127.0.0.1:8080/x -A 'python-requests/2.32' | grep x-bot        # bot detection: tagged
+  for i in \$(seq 6); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/x -A 'python-requests/2.32'; done; echo   # bots: 4 burst, 2/s
   curl -s 127.0.0.1:8080/x -A 'sqlmap/1.8' -w ' %{http_code}\n'          # scanner: blocked
   curl -s 127.0.0.1:8080/x -A 'Googlebot/2.1' -w ' %{http_code}\n'       # impersonator: blocked
   curl -s '127.0.0.1:8080/s/link?md5=_e4Nc3iduzkWRm01TBBNYw&expires=2147483647' | grep '"uri"'   # signed link: valid, token stripped

@@ -214,10 +214,26 @@ fn rows() -> Vec<Row> {
         Row {
             name: CHAIN,
             gateway: base()
-                .wasm(WasmFilter::new("bot_detection", wasm("bot_detection"), json!({})))
-                .wasm(WasmFilter::new("cdn_signing", wasm("cdn_signing"), cdn_config()))
-                .wasm(WasmFilter::new("rate_limit", wasm("rate_limit"), combined_rate_limit()))
-                .wasm(WasmFilter::new("stage_routing", wasm("stage_routing"), stage_config(false))),
+                .wasm(WasmFilter::new(
+                    "bot_detection",
+                    wasm("bot_detection"),
+                    json!({}),
+                ))
+                .wasm(WasmFilter::new(
+                    "cdn_signing",
+                    wasm("cdn_signing"),
+                    cdn_config(),
+                ))
+                .wasm(WasmFilter::new(
+                    "rate_limit",
+                    wasm("rate_limit"),
+                    combined_rate_limit(),
+                ))
+                .wasm(WasmFilter::new(
+                    "stage_routing",
+                    wasm("stage_routing"),
+                    stage_config(false),
+                )),
             path: combined_path(),
             headers: combined_headers(),
             reference: Some(SAME_REQUEST),
@@ -240,8 +256,16 @@ fn rows() -> Vec<Row> {
         },
         edge_only("edge.wasm, cdn_signing only", "cdn_signing", cdn_config()),
         edge_only("edge.wasm, bot_detection only", "bot_detection", json!({})),
-        edge_only("edge.wasm, rate_limit only", "rate_limit", combined_rate_limit()),
-        edge_only("edge.wasm, stage_routing only", "stage_routing", stage_config(false)),
+        edge_only(
+            "edge.wasm, rate_limit only",
+            "rate_limit",
+            combined_rate_limit(),
+        ),
+        edge_only(
+            "edge.wasm, stage_routing only",
+            "stage_routing",
+            stage_config(false),
+        ),
     ]
 }
 
@@ -666,7 +690,12 @@ fn render_markdown(s: &Settings, rows: &[Row], samples: &[Vec<Sample>], t: &[Sum
     if let (Some(chain), Some(edge), Some(noop)) = (find(CHAIN), find(EDGE), find(WASM_FLOOR)) {
         for (what, e, c, n) in [
             ("throughput", edge.added_us, chain.added_us, noop.added_us),
-            ("CPU time", edge.added_cpu_us, chain.added_cpu_us, noop.added_cpu_us),
+            (
+                "CPU time",
+                edge.added_cpu_us,
+                chain.added_cpu_us,
+                noop.added_cpu_us,
+            ),
         ] {
             let _ = writeln!(
                 md,
@@ -733,7 +762,10 @@ fn parse_wrk(text: &str) -> Result<Sample> {
             (Some("99%"), Some(v)) => p99 = parse_duration_us(v),
             _ => {}
         }
-        if let (Some(n), Some("requests")) = (line.split_whitespace().next(), line.split_whitespace().nth(1)) {
+        if let (Some(n), Some("requests")) = (
+            line.split_whitespace().next(),
+            line.split_whitespace().nth(1),
+        ) {
             requests = n.parse().unwrap_or(0);
         }
         if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {

@@ -55,7 +55,9 @@ async fn gateway() -> RunningGateway {
 
 /// The stage the filter gives `id` (its own assignment logic, as the test expects it).
 fn stage_of(id: &str) -> usize {
-    let cfg = stage_routing::config::Config::from_json(config()["stage_routing"].to_string().as_bytes()).unwrap();
+    let cfg =
+        stage_routing::config::Config::from_json(config()["stage_routing"].to_string().as_bytes())
+            .unwrap();
     let h = |n: &str| (n == "x-user-id").then_some(id);
     stage_routing::assign::assign(
         &cfg,
@@ -96,13 +98,25 @@ async fn bots_stages_and_limits_in_one_pass_under_load() {
         .max_requests(N)
         .max_duration(Duration::from_secs(60))
         .request(move |i| {
-            let r = RequestSpec::get("/x").header("accept", "*/*").header("accept-language", "en");
+            let r = RequestSpec::get("/x")
+                .header("accept", "*/*")
+                .header("accept-language", "en");
             let pick = |v: &Vec<String>| v[(i / 4) as usize % v.len()].clone();
             match i % 4 {
-                0 => r.header("user-agent", "python-requests/2.31").header("x-forwarded-for", "203.0.113.5"),
-                1 => r.header("user-agent", GOOGLEBOT).header("x-forwarded-for", "203.0.113.9"),
-                2 => r.header("user-agent", CHROME).header("x-user-id", &pick(&c2)).header("x-forwarded-for", "198.51.100.2"),
-                _ => r.header("user-agent", CHROME).header("x-user-id", &pick(&p2)).header("x-forwarded-for", "198.51.100.3"),
+                0 => r
+                    .header("user-agent", "python-requests/2.31")
+                    .header("x-forwarded-for", "203.0.113.5"),
+                1 => r
+                    .header("user-agent", GOOGLEBOT)
+                    .header("x-forwarded-for", "203.0.113.9"),
+                2 => r
+                    .header("user-agent", CHROME)
+                    .header("x-user-id", &pick(&c2))
+                    .header("x-forwarded-for", "198.51.100.2"),
+                _ => r
+                    .header("user-agent", CHROME)
+                    .header("x-user-id", &pick(&p2))
+                    .header("x-forwarded-for", "198.51.100.3"),
             }
         })
         .check(|i, _, reply| {
@@ -124,7 +138,11 @@ async fn bots_stages_and_limits_in_one_pass_under_load() {
         .await
         .unwrap();
     eprintln!("{report}");
-    assert_eq!((report.completed, report.check_failures), (N, 0), "{report}");
+    assert_eq!(
+        (report.completed, report.check_failures),
+        (N, 0),
+        "{report}"
+    );
     // Exact across 4 workers: 20 for the HTTP library's client address, 30 for the canary stage.
     assert_eq!(report.count(200), 20 + 30 + N / 4, "{report}");
     assert_eq!(report.count(403), N / 4, "{report}");
@@ -132,7 +150,12 @@ async fn bots_stages_and_limits_in_one_pass_under_load() {
     let stat = |n: &str| {
         let gw = &gw;
         let n = n.to_string();
-        async move { gw.stat(&format!("wasmcustom.{n}")).await.unwrap().unwrap_or(0) }
+        async move {
+            gw.stat(&format!("wasmcustom.{n}"))
+                .await
+                .unwrap()
+                .unwrap_or(0)
+        }
     };
     assert_eq!(stat("rate_limit.bots.allowed").await, 20);
     assert_eq!(stat("rate_limit.bots.limited").await, N / 4 - 20);
@@ -150,7 +173,13 @@ async fn verified_crawlers_are_unlimited_and_bad_sections_are_refused() {
     let gw = gateway().await;
     for _ in 0..40 {
         let r = gw
-            .get("/", &[("user-agent", GOOGLEBOT), ("x-forwarded-for", "66.249.66.1")])
+            .get(
+                "/",
+                &[
+                    ("user-agent", GOOGLEBOT),
+                    ("x-forwarded-for", "66.249.66.1"),
+                ],
+            )
             .await
             .unwrap();
         assert_eq!(r.status, 200);
@@ -174,7 +203,11 @@ async fn verified_crawlers_are_unlimited_and_bad_sections_are_refused() {
     for (config, message) in cases {
         let err = Gateway::new()
             .runtime(common::runtime())
-            .wasm(WasmFilter::new("edge", common::wasm("edge"), config.clone()))
+            .wasm(WasmFilter::new(
+                "edge",
+                common::wasm("edge"),
+                config.clone(),
+            ))
             .start()
             .await
             .err()

@@ -40,7 +40,10 @@ impl BotDetection {
     pub fn with_config(cfg: Config, host: &impl Host) -> Result<Self, StartError> {
         let mut category = Vec::with_capacity(Category::ALL.len());
         for c in Category::ALL {
-            category.push(counter(host, &format!("bot_detection.category.{}", c.as_str()))?);
+            category.push(counter(
+                host,
+                &format!("bot_detection.category.{}", c.as_str()),
+            )?);
         }
         let per_action = |prefix: &str| -> Result<[u32; 3], StartError> {
             Ok([
@@ -195,7 +198,8 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-    const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    const GOOGLEBOT: &str =
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
     fn bot(extra: &str) -> (BotDetection, FakeHost) {
         configure::<BotDetection>(&format!(
@@ -215,11 +219,26 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn browsers_pass_and_client_copies_of_our_headers_never_do() {
         let (f, h) = bot("");
-        send(&h, CHROME, "198.51.100.1:1", &[BROWSER[0], BROWSER[1], ("x-bot-score", "100"), ("x-bot-category", "human")]);
+        send(
+            &h,
+            CHROME,
+            "198.51.100.1:1",
+            &[
+                BROWSER[0],
+                BROWSER[1],
+                ("x-bot-score", "100"),
+                ("x-bot-category", "human"),
+            ],
+        );
         let out = run(&f, &h);
         assert_eq!(out.decision, Decision::Continue);
         assert_eq!(out.decisions.bot_category, Some("human"));
-        for n in ["x-bot-score", "x-bot-category", "x-bot-name", "x-bot-verified"] {
+        for n in [
+            "x-bot-score",
+            "x-bot-category",
+            "x-bot-name",
+            "x-bot-verified",
+        ] {
             assert_eq!(h.forwarded_header(n), None, "{n}");
         }
         assert_eq!(h.metric("bot_detection.category.human"), Some(1));
@@ -237,9 +256,18 @@ mod tests {
         let out = run(&f, &h);
         assert_eq!(out.decision, Decision::Continue);
         assert_eq!(out.decisions.verified_bot.as_deref(), Some("Googlebot"));
-        assert_eq!(h.forwarded_header("x-bot-category").as_deref(), Some("search_engine"));
-        assert_eq!(h.forwarded_header("x-bot-verified").as_deref(), Some("true"));
-        assert_eq!(h.forwarded_header("x-bot-name").as_deref(), Some("Googlebot"));
+        assert_eq!(
+            h.forwarded_header("x-bot-category").as_deref(),
+            Some("search_engine")
+        );
+        assert_eq!(
+            h.forwarded_header("x-bot-verified").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            h.forwarded_header("x-bot-name").as_deref(),
+            Some("Googlebot")
+        );
         assert_eq!(h.forwarded_header("x-bot-score").as_deref(), Some("10"));
         send(&h, GOOGLEBOT, "203.0.113.9:1", &[]);
         let out = run(&f, &h);
@@ -278,7 +306,11 @@ mod tests {
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         assert_eq!(h.reply(), None);
         assert_eq!(h.forwarded_header("x-bot-category"), None);
-        assert_eq!(h.forwarded_header("x-bot-score"), None, "client copies go in every mode");
+        assert_eq!(
+            h.forwarded_header("x-bot-score"),
+            None,
+            "client copies go in every mode"
+        );
         assert_eq!(h.metric("bot_detection.shadow_action.block"), Some(1));
         assert_eq!(h.metric("bot_detection.action.block"), Some(0));
     }
@@ -287,7 +319,12 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn tls_fingerprints_from_a_header_or_filter_state() {
         let (f, h) = bot(r#""tls_fingerprint":{"header":"x-ja4","deny":["t13d_bad"]},"#);
-        send(&h, CHROME, "1.2.3.4:1", &[BROWSER[0], BROWSER[1], ("x-ja4", "t13d_bad")]);
+        send(
+            &h,
+            CHROME,
+            "1.2.3.4:1",
+            &[BROWSER[0], BROWSER[1], ("x-ja4", "t13d_bad")],
+        );
         let out = run(&f, &h);
         assert_eq!(out.decisions.bot_category, Some("suspicious"));
         let (f, h) = bot(r#""tls_fingerprint":{"filter_state":"ja4","deny":["t13d_bad"]},"#);

@@ -277,7 +277,12 @@ mod tests {
     }
 
     fn get(h: &FakeHost, path: &str, extra: &[(&str, &str)]) {
-        let mut headers = vec![(":method", "GET"), (":path", path), (":authority", "h"), (":scheme", "http")];
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", "h"),
+            (":scheme", "http"),
+        ];
         headers.extend_from_slice(extra);
         h.request(&headers);
         h.set_now_ns(NOW * 1_000_000_000);
@@ -288,10 +293,17 @@ mod tests {
     fn valid_tokens_are_stripped_and_counted() {
         let (f, h) = cfg("");
         let tok = token("/videos/*", NOW + 60);
-        get(&h, &format!("/videos/a.ts?x=1&__token__={tok}&%5F%5Ftoken%5F%5F=evil"), &[]);
+        get(
+            &h,
+            &format!("/videos/a.ts?x=1&__token__={tok}&%5F%5Ftoken%5F%5F=evil"),
+            &[],
+        );
         let out = run(&f, &h);
         assert_eq!(out.decision, Decision::Continue);
-        assert_eq!(h.forwarded_header(":path").as_deref(), Some("/videos/a.ts?x=1"));
+        assert_eq!(
+            h.forwarded_header(":path").as_deref(),
+            Some("/videos/a.ts?x=1")
+        );
         assert_eq!(h.metric("cdn_signing.videos.valid"), Some(1));
         // Header and cookie tokens go too; the other cookies stay byte for byte, from every
         // cookie header.
@@ -303,7 +315,10 @@ mod tests {
         get(
             &h,
             "/ck/a.ts?__token__=evil",
-            &[("cookie", "sid=1"), ("cookie", &format!("__token__={tok_c}; theme=dark"))],
+            &[
+                ("cookie", "sid=1"),
+                ("cookie", &format!("__token__={tok_c}; theme=dark")),
+            ],
         );
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         assert_eq!(h.forwarded_all("cookie"), ["sid=1; theme=dark"]);
@@ -319,15 +334,28 @@ mod tests {
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         get(&h, &format!("/videos/b/1.ts?__token__={tok}"), &[]);
         assert_eq!(run(&f, &h).decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("wrong_scope"));
+        assert_eq!(
+            h.reply().unwrap().header("x-cdn-signing-reason"),
+            Some("wrong_scope")
+        );
         get(&h, &format!("/videos/a/2.ts?__token__={tok}"), &[]);
         h.set_now_ns((NOW + 61) * 1_000_000_000);
         assert_eq!(run(&f, &h).decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("expired"));
+        assert_eq!(
+            h.reply().unwrap().header("x-cdn-signing-reason"),
+            Some("expired")
+        );
         // A forged token that differs from the remembered one in any byte is checked in full.
-        get(&h, &format!("/videos/a/1.ts?__token__={}", tok.replace("exp=", "exp=9")), &[]);
+        get(
+            &h,
+            &format!("/videos/a/1.ts?__token__={}", tok.replace("exp=", "exp=9")),
+            &[],
+        );
         assert_eq!(run(&f, &h).decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("bad_signature"));
+        assert_eq!(
+            h.reply().unwrap().header("x-cdn-signing-reason"),
+            Some("bad_signature")
+        );
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -336,19 +364,51 @@ mod tests {
         let (f, h) = cfg(r#""expired_status":410,"#);
         for (path, status, reason) in [
             ("/videos/a.ts".to_string(), 403, "missing"),
-            (format!("/videos/a.ts?__token__={}", token("/videos/*", NOW - 1)), 410, "expired"),
-            (format!("/videos/a.ts?__token__={}", token("/other/*", NOW + 60)), 403, "wrong_scope"),
-            (format!("/videos/a.ts?__token__={}", token("/videos/*", NOW + 60).replace("hmac=", "hmac=0")), 403, "bad_signature"),
-            ("/videos/a.ts?__token__=garbage".to_string(), 403, "malformed"),
+            (
+                format!("/videos/a.ts?__token__={}", token("/videos/*", NOW - 1)),
+                410,
+                "expired",
+            ),
+            (
+                format!("/videos/a.ts?__token__={}", token("/other/*", NOW + 60)),
+                403,
+                "wrong_scope",
+            ),
+            (
+                format!(
+                    "/videos/a.ts?__token__={}",
+                    token("/videos/*", NOW + 60).replace("hmac=", "hmac=0")
+                ),
+                403,
+                "bad_signature",
+            ),
+            (
+                "/videos/a.ts?__token__=garbage".to_string(),
+                403,
+                "malformed",
+            ),
         ] {
             get(&h, &path, &[]);
             assert_eq!(run(&f, &h).decision, Decision::Replied, "{path}");
             let r = h.reply().unwrap();
-            assert_eq!((r.status, r.header("x-cdn-signing-reason")), (status, Some(reason)), "{path}");
-            assert_eq!(r.text(), format!("{{\"error\":\"invalid_token\",\"reason\":\"{reason}\"}}\n"));
+            assert_eq!(
+                (r.status, r.header("x-cdn-signing-reason")),
+                (status, Some(reason)),
+                "{path}"
+            );
+            assert_eq!(
+                r.text(),
+                format!("{{\"error\":\"invalid_token\",\"reason\":\"{reason}\"}}\n")
+            );
             assert_eq!(r.header("content-type"), Some("application/json"));
         }
-        for o in ["missing", "expired", "wrong_scope", "bad_signature", "malformed"] {
+        for o in [
+            "missing",
+            "expired",
+            "wrong_scope",
+            "bad_signature",
+            "malformed",
+        ] {
             assert_eq!(h.metric(&format!("cdn_signing.videos.{o}")), Some(1), "{o}");
         }
         // Paths outside every route pass untouched, and cost no clock or property lookup.
@@ -361,26 +421,46 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn non_canonical_paths_are_refused_or_forwarded_canonical() {
         let (f, h) = cfg("");
-        for p in ["//videos/a.ts", "/%76ideos/a.ts", "/x/../videos/a.ts", "/videos;x/a.ts"] {
+        for p in [
+            "//videos/a.ts",
+            "/%76ideos/a.ts",
+            "/x/../videos/a.ts",
+            "/videos;x/a.ts",
+        ] {
             get(&h, p, &[]);
             assert_eq!(run(&f, &h).decision, Decision::Replied, "{p}");
             let r = h.reply().unwrap();
-            assert_eq!((r.status, r.header("x-cdn-signing-reason")), (400, Some("non_canonical_path")));
-            assert_eq!(r.text(), "{\"error\":\"bad_path\",\"reason\":\"non_canonical_path\"}\n");
+            assert_eq!(
+                (r.status, r.header("x-cdn-signing-reason")),
+                (400, Some("non_canonical_path"))
+            );
+            assert_eq!(
+                r.text(),
+                "{\"error\":\"bad_path\",\"reason\":\"non_canonical_path\"}\n"
+            );
         }
         get(&h, "/static/%00", &[]);
         assert_eq!(run(&f, &h).decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("encoded_nul"));
+        assert_eq!(
+            h.reply().unwrap().header("x-cdn-signing-reason"),
+            Some("encoded_nul")
+        );
         assert_eq!(h.metric("cdn_signing.bad_path"), Some(5));
         // forward_canonical: checked and forwarded in the canonical form.
         let (f, h) = cfg(r#""paths":{"non_canonical":"forward_canonical"},"#);
         let tok = token("/videos/*", NOW + 60);
         get(&h, &format!("//videos/./a.ts?__token__={tok}&x=1"), &[]);
         assert_eq!(run(&f, &h).decision, Decision::Continue);
-        assert_eq!(h.forwarded_header(":path").as_deref(), Some("/videos/a.ts?x=1"));
+        assert_eq!(
+            h.forwarded_header(":path").as_deref(),
+            Some("/videos/a.ts?x=1")
+        );
         get(&h, "//videos/a.ts", &[]);
         assert_eq!(run(&f, &h).decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("missing"));
+        assert_eq!(
+            h.reply().unwrap().header("x-cdn-signing-reason"),
+            Some("missing")
+        );
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -390,12 +470,18 @@ mod tests {
         get(&h, "/videos/a.ts?__token__=garbage", &[]);
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         assert_eq!(h.reply(), None);
-        assert_eq!(h.forwarded_header(":path").as_deref(), Some("/videos/a.ts?__token__=garbage"));
+        assert_eq!(
+            h.forwarded_header(":path").as_deref(),
+            Some("/videos/a.ts?__token__=garbage")
+        );
         assert_eq!(h.metric("cdn_signing.videos.malformed"), Some(1));
         let tok = token("/videos/*", NOW + 60);
         get(&h, &format!("/videos/a.ts?__token__={tok}"), &[]);
         assert_eq!(run(&f, &h).decision, Decision::Continue);
-        assert_eq!(h.forwarded_header(":path"), Some(format!("/videos/a.ts?__token__={tok}")));
+        assert_eq!(
+            h.forwarded_header(":path"),
+            Some(format!("/videos/a.ts?__token__={tok}"))
+        );
         get(&h, "//videos/a.ts", &[]);
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         assert_eq!(h.metric("cdn_signing.bad_path"), Some(1));
@@ -416,6 +502,9 @@ mod tests {
         // The same token for the next request (cached per worker).
         get(&h, "/o/b.ts", &[]);
         run(&f, &h);
-        assert_eq!(h.forwarded_header(":path"), Some(format!("/o/b.ts?__token__={tok}")));
+        assert_eq!(
+            h.forwarded_header(":path"),
+            Some(format!("/o/b.ts?__token__={tok}"))
+        );
     }
 }

@@ -159,6 +159,7 @@ fn tokens_minted_by_the_reference_verify_and_ours_are_identical() {
                 leeway: 0,
                 salt,
                 escape_early: esc,
+                signature_known: false,
             };
             let keys = [(key.clone(), alg)];
             assert_eq!(

@@ -16,9 +16,7 @@
 
 use bot_detection::BotDetection;
 use cdn_signing::CdnSigning;
-use edge_common::host::{
-    CallResponse, Decision, Decisions, Feature, Host, Request, StartError,
-};
+use edge_common::host::{CallResponse, Decision, Decisions, Feature, Host, Request, StartError};
 use edge_common::{parse_config, ConfigError};
 use rate_limit::config::Bundle;
 use rate_limit::feature::Report;
@@ -65,7 +63,9 @@ fn section<F>(
         return Ok(None);
     };
     if !v.is_object() {
-        return Err(ConfigError::new(name, "must be a JSON object (the feature's configuration)").into());
+        return Err(
+            ConfigError::new(name, "must be a JSON object (the feature's configuration)").into(),
+        );
     }
     match start(v.to_string().as_bytes()) {
         Ok(f) => Ok(Some(f)),
@@ -90,7 +90,9 @@ impl Feature for Edge {
             )
             .into());
         }
-        let cdn = section("cdn_signing", raw.cdn_signing, |j| CdnSigning::configure(j, host))?;
+        let cdn = section("cdn_signing", raw.cdn_signing, |j| {
+            CdnSigning::configure(j, host)
+        })?;
         let bot = section("bot_detection", raw.bot_detection, |j| {
             BotDetection::configure(j, host)
         })?;
@@ -200,7 +202,8 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-    const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    const GOOGLEBOT: &str =
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
     const AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
 
     /// The README's example: unknown bots at 1/minute per client, verified search engines
@@ -274,7 +277,10 @@ mod tests {
         // An impersonator is blocked by bot detection and never reaches the limiter.
         send(&h, "/", GOOGLEBOT, "g", "203.0.113.9:1");
         let out = run(&f, &h);
-        assert_eq!((out.decision, h.reply().unwrap().status), (Decision::Replied, 403));
+        assert_eq!(
+            (out.decision, h.reply().unwrap().status),
+            (Decision::Replied, 403)
+        );
         // Canary users share the canary quota (2), prod users have 3 each.
         let canary = user_on(&f, &h, "canary");
         let prod = user_on(&f, &h, "prod");
@@ -300,10 +306,19 @@ mod tests {
     fn one_pass_in_order_with_one_header_read() {
         let (f, h) = edge();
         // A missing token ends the pass at cdn-signing: no bot or limiter counters move.
-        send(&h, "/videos/a.ts", "python-requests/2.31", "u", "203.0.113.5:1");
+        send(
+            &h,
+            "/videos/a.ts",
+            "python-requests/2.31",
+            "u",
+            "203.0.113.5:1",
+        );
         let out = run(&f, &h);
         assert_eq!(out.decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().header("x-cdn-signing-reason"), Some("missing"));
+        assert_eq!(
+            h.reply().unwrap().header("x-cdn-signing-reason"),
+            Some("missing")
+        );
         assert_eq!(h.metric("bot_detection.category.http_library"), Some(0));
         // A browser request with every feature on: one header-map read, the clock once, one
         // bucket read and write (a returning key: a new one reads both of its candidate slots),
@@ -326,7 +341,11 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn configuration_errors_name_the_section_and_field() {
         let h = FakeHost::new();
-        let err = |json: &str| Edge::configure(json.as_bytes(), &h).err().map(|e| e.to_string());
+        let err = |json: &str| {
+            Edge::configure(json.as_bytes(), &h)
+                .err()
+                .map(|e| e.to_string())
+        };
         assert_eq!(
             err(r#"{"rate_limit":{"rules":[{"name":"b","match":{"stages":["canary"]},"key":[{"type":"client_ip"}],"requests_per_unit":1,"unit":"second"}]}}"#).as_deref(),
             Some("invalid configuration: rate_limit.rules[0].match.stages: needs edge.wasm with a `stage_routing` section, which decides it")
@@ -379,10 +398,19 @@ mod timing {
         };
         let path = format!("/videos/seg-1.ts?__token__={token}");
         let sections = [
-            ("cdn", r#""cdn_signing":{"routes":[{"name":"videos","path_prefix":"/videos/","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"52a152a152a152a152a152a152a1"}]}}]}"#),
+            (
+                "cdn",
+                r#""cdn_signing":{"routes":[{"name":"videos","path_prefix":"/videos/","verify":{"scheme":"akamai_edgeauth","keys":[{"hex":"52a152a152a152a152a152a152a1"}]}}]}"#,
+            ),
             ("bot", r#""bot_detection":{}"#),
-            ("rl", r#""rate_limit":{"rules":[{"name":"api","key":[{"type":"header","name":"x-api-key"}],"requests_per_unit":1000000000,"unit":"second"}]}"#),
-            ("stage", r#""stage_routing":{"stages":[{"name":"prod","weight":90},{"name":"canary","weight":10}],"salt":"bench","sticky_key":[{"type":"header","name":"x-user-id"},{"type":"client_ip"}]}"#),
+            (
+                "rl",
+                r#""rate_limit":{"rules":[{"name":"api","key":[{"type":"header","name":"x-api-key"}],"requests_per_unit":1000000000,"unit":"second"}]}"#,
+            ),
+            (
+                "stage",
+                r#""stage_routing":{"stages":[{"name":"prod","weight":90},{"name":"canary","weight":10}],"salt":"bench","sticky_key":[{"type":"header","name":"x-user-id"},{"type":"client_ip"}]}"#,
+            ),
         ];
         for (name, sec) in sections {
             let (f, h) = configure::<Edge>(&format!("{{{sec}}}"));
@@ -396,7 +424,10 @@ mod timing {
                 ]);
                 run(&f, &h);
             }
-            eprintln!("{name}: {:.2} us/request (fake host included)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            eprintln!(
+                "{name}: {:.2} us/request (fake host included)",
+                t.elapsed().as_secs_f64() * 1e6 / n as f64
+            );
         }
     }
 }

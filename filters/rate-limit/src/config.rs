@@ -164,10 +164,14 @@ pub struct RawHeaderMatch {
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum RawKeyPart {
     ClientIp,
-    Header { name: String },
+    Header {
+        name: String,
+    },
     Path,
     Method,
-    Constant { value: String },
+    Constant {
+        value: String,
+    },
     /// edge.wasm: the bot verdict's category.
     BotCategory,
     /// edge.wasm: the assigned stage.
@@ -443,7 +447,12 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
             "needs edge.wasm with a `bot_detection` section, which decides it",
         ));
     }
-    check_names("match.stages", &m.stages, bundle.stages.as_deref(), "stage_routing")?;
+    check_names(
+        "match.stages",
+        &m.stages,
+        bundle.stages.as_deref(),
+        "stage_routing",
+    )?;
     if r.unlimited {
         if !r.key.is_empty()
             || r.requests_per_unit.is_some()

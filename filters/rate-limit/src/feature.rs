@@ -105,7 +105,11 @@ impl RateLimit {
     }
 
     /// Configures from JSON for a module whose other features decide `bundle`'s verdicts.
-    pub fn configure_in(json: &[u8], bundle: &Bundle, host: &impl Host) -> Result<Self, StartError> {
+    pub fn configure_in(
+        json: &[u8],
+        bundle: &Bundle,
+        host: &impl Host,
+    ) -> Result<Self, StartError> {
         Self::with_config(Config::from_json_in(json, bundle)?, host)
     }
 }
@@ -193,11 +197,21 @@ impl Feature for RateLimit {
         };
         let d = {
             let Ok(mut leases) = self.leases.try_borrow_mut() else {
-                host.log(LogLevel::Error, "rate_limit: lease table busy; request not limited");
+                host.log(
+                    LogLevel::Error,
+                    "rate_limit: lease table busy; request not limited",
+                );
                 return Decision::Continue;
             };
             limiter::decide(
-                cfg, &self.ns, &line, &view, host, &mut leases, &clock, &mut count,
+                cfg,
+                &self.ns,
+                &line,
+                &view,
+                host,
+                &mut leases,
+                &clock,
+                &mut count,
             )
         };
         if shadow {
@@ -244,7 +258,12 @@ mod tests {
     }
 
     fn get(h: &FakeHost, path: &str, key: &str) {
-        h.request(&[(":method", "GET"), (":path", path), (":authority", "h"), ("x-key", key)]);
+        h.request(&[
+            (":method", "GET"),
+            (":path", path),
+            (":authority", "h"),
+            ("x-key", key),
+        ]);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -258,7 +277,10 @@ mod tests {
         assert_eq!(
             h.response_headers(),
             [
-                ("ratelimit-policy".to_string(), "\"api\";q=2;w=120".to_string()),
+                (
+                    "ratelimit-policy".to_string(),
+                    "\"api\";q=2;w=120".to_string()
+                ),
                 ("ratelimit".into(), "\"api\";r=1;t=60".into()),
                 ("x-ratelimit-limit".into(), "2".into()),
                 ("x-ratelimit-remaining".into(), "1".into()),
@@ -287,11 +309,20 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn spellings_of_a_limited_path_are_refused_not_admitted() {
         let (f, h) = limiter("");
-        for p in ["//api/x", "/%61pi/x", "/api;v=1/x", "/x/../api/x", "/api%2Fx"] {
+        for p in [
+            "//api/x",
+            "/%61pi/x",
+            "/api;v=1/x",
+            "/x/../api/x",
+            "/api%2Fx",
+        ] {
             get(&h, p, "a");
             assert_eq!(run(&f, &h).decision, Decision::Replied, "{p}");
             let r = h.reply().unwrap();
-            assert_eq!((r.status, r.header("x-rate-limit-reason")), (400, Some("non_canonical_path")));
+            assert_eq!(
+                (r.status, r.header("x-rate-limit-reason")),
+                (400, Some("non_canonical_path"))
+            );
         }
         // Case folds by default: /API/ shares /api/'s bucket.
         for _ in 0..2 {

@@ -699,9 +699,7 @@ mod tests {
         assert_eq!(c.rules[0].lease, 10);
         let mut leases = Leases::default();
         let line = RequestLine::default();
-        let writes = || {
-            s.shared_writes()
-        };
+        let writes = || s.shared_writes();
         let before = writes();
         let mut allowed = 0;
         let mut remaining = Vec::new();

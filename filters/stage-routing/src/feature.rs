@@ -72,12 +72,18 @@ impl StageRouting {
         for s in &cfg.stages {
             stages.push(counter(
                 host,
-                &format!("stage_routing.stage.{}.requests", edge_common::metrics::segment(s)),
+                &format!(
+                    "stage_routing.stage.{}.requests",
+                    edge_common::metrics::segment(s)
+                ),
             )?);
         }
         let mut reasons = Vec::new();
         for r in Reason::ALL {
-            reasons.push(counter(host, &format!("stage_routing.assigned.{}", r.as_str()))?);
+            reasons.push(counter(
+                host,
+                &format!("stage_routing.assigned.{}", r.as_str()),
+            )?);
         }
         let metrics = Metrics {
             stages,
@@ -300,7 +306,12 @@ impl StageRouting {
         let noise = edge_common::hash::hash64(poll.id, &now.to_le_bytes());
         let Some(p) = &mut poll.poller else { return };
         let headers = p.request_headers(cp);
-        match host.http_call(&cp.cluster, &headers, None, Duration::from_millis(cp.timeout_ms)) {
+        match host.http_call(
+            &cp.cluster,
+            &headers,
+            None,
+            Duration::from_millis(cp.timeout_ms),
+        ) {
             Ok(token) => {
                 p.started(now);
                 poll.pending_call = Some(token);
@@ -465,7 +476,9 @@ mod tests {
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn the_stage_header_is_ours_and_the_pin_is_set_on_the_response() {
-        let (f, h) = stage(&format!(r#","pin_cookie":{{"secret":"{SECRET}","max_age_seconds":600}}"#));
+        let (f, h) = stage(&format!(
+            r#","pin_cookie":{{"secret":"{SECRET}","max_age_seconds":600}}"#
+        ));
         let canary = user_on(&f, &h, "canary");
         let prod = user_on(&f, &h, "prod");
         h.request(&[(":path", "/"), ("x-user-id", &canary), ("x-stage", "prod")]);
@@ -474,7 +487,10 @@ mod tests {
         respond(&f, &h, &mut out.state);
         let cookie = h.response_header("set-cookie").unwrap();
         assert!(cookie.starts_with("stage=canary.1800000000."), "{cookie}");
-        assert!(cookie.ends_with("; Max-Age=600; Path=/; HttpOnly; SameSite=Lax"), "{cookie}");
+        assert!(
+            cookie.ends_with("; Max-Age=600; Path=/; HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
         // Base stage: the header by default; none with `header_on_base_stage: false` (a
         // client's own is still replaced).
         h.request(&[(":path", "/"), ("x-user-id", &prod)]);
@@ -495,7 +511,11 @@ mod tests {
         assert_eq!(h.response_header("set-cookie"), None);
         assert_eq!(h.metric("stage_routing.assigned.cookie"), Some(1));
         // A forged one is ignored and counted.
-        h.request(&[(":path", "/"), ("x-user-id", &prod), ("cookie", "stage=canary")]);
+        h.request(&[
+            (":path", "/"),
+            ("x-user-id", &prod),
+            ("cookie", "stage=canary"),
+        ]);
         assert_eq!(run(&f, &h).decisions.stage.as_deref(), Some("prod"));
         assert_eq!(h.metric("stage_routing.pin_rejected"), Some(1));
         assert!(h.metric("stage_routing.stage.canary.requests").unwrap() >= 3);
@@ -524,14 +544,23 @@ mod tests {
         let calls = h.calls();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].cluster, "cp");
-        assert!(calls[0].headers.contains(&(":path".into(), "/stages".into())));
+        assert!(calls[0]
+            .headers
+            .contains(&(":path".into(), "/stages".into())));
         h.set_call_response(
             &[(":status", "200"), ("etag", "\"v7\"")],
             br#"{"version":7,"stages":[{"name":"prod","weight":0},{"name":"canary","weight":100}]}"#,
         );
         let body_len = h.calls().len();
         assert_eq!(body_len, 1);
-        f.on_call_response(&h, 1, CallResponse::Http { headers: 2, body: 200 });
+        f.on_call_response(
+            &h,
+            1,
+            CallResponse::Http {
+                headers: 2,
+                body: 200,
+            },
+        );
         assert_eq!(f.data().version, 7);
         assert_eq!(h.metric("stage_routing.data_version"), Some(7));
         assert_eq!(h.metric("stage_routing.control_plane.updates"), Some(1));
@@ -541,17 +570,42 @@ mod tests {
         h.advance(Duration::from_millis(1_100));
         f.on_tick(&h);
         let poll = h.calls().pop().unwrap();
-        assert!(poll.headers.contains(&("if-none-match".into(), "\"v7\"".into())));
+        assert!(poll
+            .headers
+            .contains(&("if-none-match".into(), "\"v7\"".into())));
         h.set_call_response(&[(":status", "304")], b"");
-        f.on_call_response(&h, poll.token, CallResponse::Http { headers: 1, body: 0 });
-        assert_eq!(h.metric("stage_routing.control_plane.not_modified"), Some(1));
+        f.on_call_response(
+            &h,
+            poll.token,
+            CallResponse::Http {
+                headers: 1,
+                body: 0,
+            },
+        );
+        assert_eq!(
+            h.metric("stage_routing.control_plane.not_modified"),
+            Some(1)
+        );
         h.advance(Duration::from_millis(1_100));
         f.on_tick(&h);
         let poll = h.calls().pop().unwrap();
-        h.set_call_response(&[(":status", "200")], br#"{"version":8,"stages":[{"name":"beta","weight":100}]}"#);
-        f.on_call_response(&h, poll.token, CallResponse::Http { headers: 1, body: 100 });
+        h.set_call_response(
+            &[(":status", "200")],
+            br#"{"version":8,"stages":[{"name":"beta","weight":100}]}"#,
+        );
+        f.on_call_response(
+            &h,
+            poll.token,
+            CallResponse::Http {
+                headers: 1,
+                body: 100,
+            },
+        );
         assert_eq!(f.data().version, 7);
         assert_eq!(h.metric("stage_routing.control_plane.failures"), Some(1));
-        assert!(h.logs().iter().any(|(_, m)| m.contains("keeping stage data version 7")));
+        assert!(h
+            .logs()
+            .iter()
+            .any(|(_, m)| m.contains("keeping stage data version 7")));
     }
 }

@@ -79,7 +79,10 @@ mod tests {
         assert_eq!(verify(&v, &both, b"user-2", 1500, 3600), None);
         let forged = v.replacen("canary", "next", 1);
         assert_eq!(verify(&forged, &both, b"user-1", 1500, 3600), None);
-        assert_eq!(verify(&v, std::slice::from_ref(&new), b"user-1", 1500, 3600), None);
+        assert_eq!(
+            verify(&v, std::slice::from_ref(&new), b"user-1", 1500, 3600),
+            None
+        );
         assert_eq!(verify(&v, &both, b"user-1", 1000 + 3601, 3600), None);
         assert_eq!(verify(&v, &both, b"user-1", 900, 3600), None);
         for junk in [

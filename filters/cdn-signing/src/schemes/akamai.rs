@@ -240,11 +240,11 @@ pub fn verify(token: &str, keys: &[(Vec<u8>, Algorithm)], c: &Check<'_>) -> Resu
     let received = t.hmac.to_ascii_lowercase();
     let good = (c.signature_known && t.acl.is_some())
         || keys.iter().any(|(k, alg)| {
-        ct_eq(
-            hmac_hex(k, *alg, source.as_bytes()).as_bytes(),
-            received.as_bytes(),
-        )
-    });
+            ct_eq(
+                hmac_hex(k, *alg, source.as_bytes()).as_bytes(),
+                received.as_bytes(),
+            )
+        });
     if !good {
         return Err(Refusal::BadSignature);
     }

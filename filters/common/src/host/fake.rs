@@ -4,7 +4,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Decision, Decisions, Feature, Host, HostError, LogLevel, MetricKind, Request, SharedData};
+use super::{
+    Decision, Decisions, Feature, Host, HostError, LogLevel, MetricKind, Request, SharedData,
+};
 use crate::headermap::{serialize, HeaderMapView};
 
 /// A local reply the feature sent.
@@ -39,6 +41,9 @@ pub struct Call {
     pub timeout: Duration,
 }
 
+/// Header pairs in order.
+type Headers = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 struct Metric {
     name: String,
@@ -66,7 +71,7 @@ pub struct FakeHost {
     calls: RefCell<Vec<Call>>,
     /// Calls fail to dispatch.
     pub calls_fail: Cell<bool>,
-    call_response: RefCell<(Vec<(String, String)>, Vec<u8>)>,
+    call_response: RefCell<(Headers, Vec<u8>)>,
     logs: RefCell<Vec<(LogLevel, String)>>,
     host_calls: Cell<u64>,
 }
@@ -185,7 +190,11 @@ impl FakeHost {
 
     /// Every metric name defined, in order.
     pub fn metric_names(&self) -> Vec<String> {
-        self.metrics.borrow().iter().map(|m| m.name.clone()).collect()
+        self.metrics
+            .borrow()
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -286,7 +295,11 @@ impl Host for FakeHost {
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         self.tick_call();
-        set_in(&mut self.request.borrow_mut(), name, value.map(str::as_bytes));
+        set_in(
+            &mut self.request.borrow_mut(),
+            name,
+            value.map(str::as_bytes),
+        );
     }
 
     fn add_request_header(&self, name: &str, value: &str) {
@@ -414,11 +427,10 @@ impl Host for FakeHost {
     fn call_response_header_map(&self) -> Option<Vec<u8>> {
         self.tick_call();
         let r = self.call_response.borrow();
-        let pairs: Vec<(&[u8], &[u8])> = r
-            .0
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-            .collect();
+        let pairs: Vec<(&[u8], &[u8])> =
+            r.0.iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect();
         Some(serialize(&pairs))
     }
 

@@ -262,9 +262,15 @@ pub trait Feature: Sized + 'static {
 /// What arrived for a call: sizes to read with the host, and for gRPC the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallResponse {
-    Http { headers: usize, body: usize },
+    Http {
+        headers: usize,
+        body: usize,
+    },
     /// `status` 0 is OK; `message` is the size of the response message.
-    Grpc { status: u32, message: usize },
+    Grpc {
+        status: u32,
+        message: usize,
+    },
 }
 
 /// The tick period of every module.

@@ -270,7 +270,10 @@ impl<F: Feature> HttpContext for Http<F> {
             return Action::Continue;
         };
         let Some(view) = HeaderMapView::parse(&bytes) else {
-            host.log(LogLevel::Error, "malformed request header map from the host");
+            host.log(
+                LogLevel::Error,
+                "malformed request header map from the host",
+            );
             return Action::Continue;
         };
         let req = Request::new(view);
