@@ -374,23 +374,8 @@ fn base_user() -> &'static str {
     let cfg =
         stage_routing::config::Config::from_json(stage_config(false).to_string().as_bytes()).ok();
     let on_base = |id: &str| {
-        cfg.as_ref().is_some_and(|c| {
-            let h = |n: &str| (n == "x-user-id").then_some(id);
-            stage_routing::assign::assign(
-                c,
-                &c.data,
-                &stage_routing::assign::Request {
-                    authority: "localhost",
-                    path: "/",
-                    header: &h,
-                    cookie: None,
-                    client_ip: &|| None,
-                    now: 0,
-                },
-            )
-            .stage
-                == c.base
-        })
+        cfg.as_ref()
+            .is_some_and(|c| stage_routing::assign::stage_for_header(c, "x-user-id", id) == c.base)
     };
     let id = (0..100)
         .map(|i| format!("user-{i}"))

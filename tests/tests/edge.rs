@@ -58,20 +58,7 @@ fn stage_of(id: &str) -> usize {
     let cfg =
         stage_routing::config::Config::from_json(config()["stage_routing"].to_string().as_bytes())
             .unwrap();
-    let h = |n: &str| (n == "x-user-id").then_some(id);
-    stage_routing::assign::assign(
-        &cfg,
-        &cfg.data,
-        &stage_routing::assign::Request {
-            authority: "h",
-            path: "/",
-            header: &h,
-            cookie: None,
-            client_ip: &|| None,
-            now: 0,
-        },
-    )
-    .stage
+    stage_routing::assign::stage_for_header(&cfg, "x-user-id", id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,6 @@ use edge_tests::client::{self, RequestSpec};
 use edge_tests::echo::{Hits, Script};
 use edge_tests::{Gateway, Load, RunningGateway};
 use serde_json::{json, Value};
-use stage_routing::assign::{assign, Request};
 use stage_routing::config::Config;
 
 const STAGES: [&str; 3] = ["prod", "canary", "next"];
@@ -47,20 +46,7 @@ fn split(canary: f64) -> Value {
 /// The stage the filter's own logic gives `id` under `config` (index into `STAGES`).
 fn expected(config: &Value, id: &str) -> usize {
     let cfg = Config::from_json(config.to_string().as_bytes()).unwrap();
-    let h = |n: &str| (n == "x-user-id").then_some(id);
-    assign(
-        &cfg,
-        &cfg.data,
-        &Request {
-            authority: "h",
-            path: "/",
-            header: &h,
-            cookie: None,
-            client_ip: &|| None,
-            now: 0,
-        },
-    )
-    .stage
+    stage_routing::assign::stage_for_header(&cfg, "x-user-id", id)
 }
 
 /// Sends one request per id (`ids` of them) under load; returns the stage index each landed on.

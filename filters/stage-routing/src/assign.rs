@@ -278,6 +278,25 @@ pub fn assign(cfg: &Config, data: &StageData, r: &Request<'_>) -> Assignment {
     }
 }
 
+/// The stage (index) `cfg` gives a request that carries only header `name: value` (no cookie,
+/// no client address) under the configured stage data: what tests and tools expect for a user.
+pub fn stage_for_header(cfg: &Config, name: &str, value: &str) -> usize {
+    let h = |n: &str| (n == name).then_some(value);
+    assign(
+        cfg,
+        &cfg.data,
+        &Request {
+            authority: "",
+            path: "/",
+            header: &h,
+            cookie: None,
+            client_ip: &|| None,
+            now: 0,
+        },
+    )
+    .stage
+}
+
 /// The bucket of a sticky key value.
 pub fn bucket(seed: u64, key: &[u8]) -> u32 {
     edge_common::hash::bucket(seed, key, BUCKETS)
