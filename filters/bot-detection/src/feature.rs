@@ -150,6 +150,7 @@ impl Feature for BotDetection {
             Action::Block => {
                 host.send_reply(
                     v.status,
+                    &format!("bot_detection.block.{}", v.category.as_str()),
                     &[("content-type", cfg.block_content_type.as_str())],
                     v.body.as_bytes(),
                 );
@@ -276,6 +277,7 @@ mod tests {
         let r = h.reply().unwrap();
         assert_eq!((r.status, r.text().as_str()), (403, "forbidden\n"));
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(r.details, "bot_detection.block.impersonator");
         assert_eq!(h.metric("bot_detection.verified"), Some(1));
         assert_eq!(h.metric("bot_detection.action.block"), Some(1));
         assert_eq!(h.metric("bot_detection.action.tag"), Some(1));

@@ -117,6 +117,7 @@ impl Feature for CdnSigning {
                 }
                 host.send_reply(
                     400,
+                    &format!("cdn_signing.{code}"),
                     &[
                         ("content-type", "application/json"),
                         ("x-cdn-signing-reason", code),
@@ -179,6 +180,7 @@ impl Feature for CdnSigning {
             );
             host.send_reply(
                 status,
+                &format!("cdn_signing.{}", refusal.as_str()),
                 &[
                     ("content-type", "application/json"),
                     ("x-cdn-signing-reason", refusal.as_str()),
@@ -401,6 +403,7 @@ mod tests {
                 format!("{{\"error\":\"invalid_token\",\"reason\":\"{reason}\"}}\n")
             );
             assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.details, format!("cdn_signing.{reason}"));
         }
         for o in [
             "missing",
@@ -438,6 +441,7 @@ mod tests {
                 r.text(),
                 "{\"error\":\"bad_path\",\"reason\":\"non_canonical_path\"}\n"
             );
+            assert_eq!(r.details, "cdn_signing.non_canonical_path");
         }
         get(&h, "/static/%00", &[]);
         assert_eq!(run(&f, &h).decision, Decision::Replied);

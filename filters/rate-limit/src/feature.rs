@@ -157,6 +157,7 @@ impl Feature for RateLimit {
                     if !shadow {
                         host.send_reply(
                             400,
+                            &format!("rate_limit.{code}"),
                             &[
                                 ("content-type", "application/json"),
                                 ("x-rate-limit-reason", code),
@@ -224,7 +225,17 @@ impl Feature for RateLimit {
             let mut hs = response::headers(cfg, &v, true);
             hs.push(("content-type", cfg.limited_content_type.clone()));
             let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            host.send_reply(cfg.limited_status, &hs, cfg.limited_body.as_bytes());
+            let rule = cfg.rules.get(v.rule).map_or("", |r| r.name.as_str());
+            let details = match v.outcome {
+                Outcome::Error { .. } => format!("rate_limit.store_failure.{rule}"),
+                _ => format!("rate_limit.limited.{rule}"),
+            };
+            host.send_reply(
+                cfg.limited_status,
+                &details,
+                &hs,
+                cfg.limited_body.as_bytes(),
+            );
             return Decision::Replied;
         }
         if cfg.headers_on_allowed && (cfg.ietf_draft || cfg.x_ratelimit) {
@@ -296,6 +307,7 @@ mod tests {
         assert_eq!(r.header("retry-after"), Some("60"));
         assert_eq!(r.header("ratelimit"), Some("\"api\";r=0;t=120"));
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(r.details, "rate_limit.limited.api");
         // Another key has its own bucket; a path outside the rule is not limited.
         get(&h, "/api/z", "b");
         assert_eq!(run(&f, &h).decision, Decision::Continue);
@@ -355,7 +367,11 @@ mod tests {
         h.shared_down.set(true);
         get(&h, "/api/x", "a");
         assert_eq!(run(&f, &h).decision, Decision::Replied);
-        assert_eq!(h.reply().unwrap().status, 429);
+        let r = h.reply().unwrap();
+        assert_eq!(
+            (r.status, r.details.as_str()),
+            (429, "rate_limit.store_failure.api")
+        );
         assert_eq!(h.metric("rate_limit.api.errors"), Some(1));
         let (f, h) = limiter("");
         h.shared_down.set(true);

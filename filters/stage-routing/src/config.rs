@@ -191,7 +191,7 @@ pub struct Overrides {
     pub allowed: Vec<bool>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowlist {
     pub stage: usize,
     pub cidrs: CidrSet,

@@ -240,6 +240,25 @@ impl StageRouting {
             Ok(d) => {
                 let v = d.version;
                 if let Ok(mut cur) = self.data.try_borrow_mut() {
+                    if cur.allowlists != d.allowlists {
+                        host.log(
+                            LogLevel::Info,
+                            &format!(
+                                "stage data version {v} changes the allowlists: {} entr(y/ies) now, {} before",
+                                d.allowlists.len(),
+                                cur.allowlists.len()
+                            ),
+                        );
+                    }
+                    if cur.overrides_enabled != d.overrides_enabled {
+                        host.log(
+                            LogLevel::Info,
+                            &format!(
+                                "stage data version {v} sets overrides_enabled to {:?} (was {:?})",
+                                d.overrides_enabled, cur.overrides_enabled
+                            ),
+                        );
+                    }
                     *cur = Rc::new(d);
                 }
                 host.record(self.metrics.version, v);

@@ -13,6 +13,8 @@ use crate::headermap::{serialize, HeaderMapView};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u32,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    pub details: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -370,10 +372,11 @@ impl Host for FakeHost {
         }
     }
 
-    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+    fn send_reply(&self, status: u32, details: &str, headers: &[(&str, &str)], body: &[u8]) {
         self.tick_call();
         self.replies.borrow_mut().push(Reply {
             status,
+            details: details.to_string(),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -87,8 +87,9 @@ pub trait Host: SharedData {
     fn count(&self, id: u32, n: u64);
     /// Sets a gauge.
     fn record(&self, id: u32, value: u64);
-    /// Answers the request locally; the filter then stops the request's processing.
-    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// Answers the request locally; the filter then stops the request's processing. `details`
+    /// (`<feature>.<reason>`, no spaces) is what access logs show as `%RESPONSE_CODE_DETAILS%`.
+    fn send_reply(&self, status: u32, details: &str, headers: &[(&str, &str)], body: &[u8]);
     /// An HTTP call to an Envoy cluster; the response arrives on the root context with the token.
     fn http_call(
         &self,

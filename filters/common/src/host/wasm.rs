@@ -18,6 +18,20 @@ use super::{
 use crate::headermap::{host as raw, HeaderMapView};
 use crate::metrics::host::BatchedCounters;
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
 /// The host for one context: every call goes to Envoy; counters go to the worker's batch.
 pub struct WasmHost<'a> {
     counters: &'a RefCell<BatchedCounters>,
@@ -105,8 +119,28 @@ impl Host for WasmHost<'_> {
         let _ = hostcalls::record_metric(id, value);
     }
 
-    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
-        let _ = hostcalls::send_http_response(status, headers.to_vec(), Some(body));
+    fn send_reply(&self, status: u32, details: &str, headers: &[(&str, &str)], body: &[u8]) {
+        // The SDK's `send_http_response` passes no details (and panics on an unexpected status):
+        // the ABI call directly, with `details` for `%RESPONSE_CODE_DETAILS%`.
+        let pairs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        let map = crate::headermap::serialize(&pairs);
+        // SAFETY: every pointer/length pair describes a live buffer for the call's duration;
+        // the host copies them.
+        unsafe {
+            proxy_send_local_response(
+                status,
+                details.as_ptr(),
+                details.len(),
+                body.as_ptr(),
+                body.len(),
+                map.as_ptr(),
+                map.len(),
+                -1,
+            );
+        }
     }
 
     fn http_call(
