@@ -50,6 +50,20 @@ struct Pattern {
     name: String,
     kind: Kind,
     len: usize,
+    /// A top-level domain needle (`.com`): it counts only where a domain stands, with a label
+    /// right before the dot and no letter or digit right after (so `.NET CLR` is not one).
+    domain: bool,
+}
+
+/// Whether the match `ua[start..end]` of a top-level domain needle ends a domain name.
+fn is_domain_at(ua: &[u8], start: usize, end: usize) -> bool {
+    let label = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+    let before = start
+        .checked_sub(1)
+        .and_then(|i| ua.get(i))
+        .is_some_and(|&b| label(b));
+    let after = ua.get(end).is_none_or(|&b| !label(b));
+    before && after
 }
 
 /// A user pattern from the configuration.
@@ -143,6 +157,7 @@ impl UaMatcher {
                 name: String::new(),
                 kind: Kind::Marker(m),
                 len: needle.len(),
+                domain: false,
             });
         }
         if builtin {
@@ -157,11 +172,15 @@ impl UaMatcher {
                     },
                 };
                 needles.push(needle.to_ascii_lowercase());
+                let domain = needle.strip_prefix('.').is_some_and(|tld| {
+                    !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_alphabetic())
+                });
                 patterns.push(Pattern {
                     category,
                     name: name.to_string(),
                     kind,
                     len: needle.len(),
+                    domain,
                 });
             }
         }
@@ -178,6 +197,7 @@ impl UaMatcher {
                 name: a.clone(),
                 kind: Kind::UserAllow,
                 len: a.len(),
+                domain: false,
             });
         }
         let mut regexes = Vec::new();
@@ -191,6 +211,7 @@ impl UaMatcher {
                         name: p.name.clone(),
                         kind: Kind::User,
                         len: c.len(),
+                        domain: false,
                     });
                 }
                 (None, Some(r)) => {
@@ -308,6 +329,9 @@ impl UaMatcher {
             let Some(p) = self.patterns.get(idx) else {
                 continue;
             };
+            if p.domain && !is_domain_at(ua, m.start(), m.end()) {
+                continue;
+            }
             let slot = match p.kind {
                 Kind::UserAllow => {
                     user_allow = true;
@@ -399,6 +423,21 @@ mod tests {
         UaMatcher::new(true, &[], &[]).unwrap()
     }
 
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn domains_count_only_where_a_domain_stands() {
+        assert!(is_domain_at(b"crawler example.com/bot", 15, 19));
+        assert!(is_domain_at(b"x.net", 1, 5));
+        assert!(!is_domain_at(b"; .NET CLR", 2, 6));
+        assert!(!is_domain_at(b"a.NET4.0C", 1, 5));
+        assert!(!is_domain_at(b"example.community", 7, 11));
+        let m = m();
+        assert_eq!(
+            m.classify(b"Zorblax/1.0 (+ example.net)"),
+            UaClass::Matched(Category::UnknownBot, "domain in user agent")
+        );
+    }
+
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -412,6 +451,9 @@ mod tests {
             "Mozilla/5.0 (Linux; Android 13; CUBOT KINGKONG 9) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.0.0",
             "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 305.0.0.34.110 (iPhone14,2; iOS 17_1; en_US; en)",
+            // `.NET CLR` and `.NET4.0C` product tokens are not domains.
+            "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Trident/4.0; SLCC2; .NET CLR 2.0.50727; .NET CLR 3.5.30729; .NET4.0C; .NET4.0E)",
+            "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; .NET4.0C; .NET4.0E; rv:11.0) like Gecko",
         ] {
             assert_eq!(m.classify(ua.as_bytes()), UaClass::Browser, "{ua}");
         }
