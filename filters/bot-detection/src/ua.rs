@@ -103,15 +103,20 @@ pub enum ClassKey {
 /// automaton runs once per UA rather than once per request.
 #[derive(Debug, Clone)]
 pub struct UaCache {
-    slots: Vec<(u64, ClassKey)>,
+    /// (hash, class, the user-agent itself): a hit needs the same bytes, not only the same hash,
+    /// so a user-agent crafted to collide with a cached browser's gets its own classification.
+    slots: Vec<(u64, ClassKey, Box<[u8]>)>,
 }
+
+/// User-agents longer than this are classified every time rather than cached.
+const CACHE_MAX_UA: usize = 512;
 
 const CACHE_SLOTS: usize = 1024;
 
 impl Default for UaCache {
     fn default() -> Self {
         Self {
-            slots: vec![(0, ClassKey::Empty); CACHE_SLOTS],
+            slots: vec![(0, ClassKey::Empty, Box::default()); CACHE_SLOTS],
         }
     }
 }
@@ -285,14 +290,16 @@ impl UaMatcher {
         // Seeded so that hash 0 (an empty slot) is not what a real UA hashes to in practice.
         let h = edge_common::hash::hash64(0x75615f6361636865, ua) | 1;
         let i = (h as usize) % CACHE_SLOTS;
-        if let Some(&(k, key)) = cache.slots.get(i) {
-            if k == h {
-                return self.resolve(key);
+        if let Some((k, key, cached)) = cache.slots.get(i) {
+            if *k == h && &cached[..] == ua {
+                return self.resolve(*key);
             }
         }
         let key = self.classify_key(ua);
-        if let Some(slot) = cache.slots.get_mut(i) {
-            *slot = (h, key);
+        if ua.len() <= CACHE_MAX_UA {
+            if let Some(slot) = cache.slots.get_mut(i) {
+                *slot = (h, key, ua.into());
+            }
         }
         self.resolve(key)
     }
@@ -573,6 +580,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn a_hash_collision_with_a_cached_browser_is_not_a_browser() {
+        let m = m();
+        let mut cache = UaCache::default();
+        let bot = b"curl/8.5.0";
+        // A slot holding a browser verdict under the bot's hash, as a crafted collision would.
+        let h = edge_common::hash::hash64(0x75615f6361636865, bot) | 1;
+        if let Some(slot) = cache.slots.get_mut((h as usize) % CACHE_SLOTS) {
+            *slot = (h, ClassKey::Browser, CHROME.as_bytes().into());
+        }
+        assert_eq!(m.classify_cached(bot, &mut cache), m.classify(bot));
+        assert_ne!(m.classify_cached(bot, &mut cache), UaClass::Browser);
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
