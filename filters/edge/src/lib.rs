@@ -337,6 +337,67 @@ mod tests {
         assert_eq!(h.response_header("x-ratelimit-limit"), None);
     }
 
+    /// The bench's combined request (valid Akamai token, browser, API key, sticky user) with the
+    /// four sections at their defaults: the host calls it costs, by name.
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn host_calls_of_the_combined_request() {
+        use cdn_signing::schemes::akamai;
+        let key = akamai::decode_hex_key(AKAMAI_KEY).unwrap_or_default();
+        let spec = akamai::TokenSpec {
+            exp: 4_102_444_800,
+            acl: Some("/videos/*"),
+            ..Default::default()
+        };
+        let token = akamai::generate(&key, akamai::Algorithm::Sha256, &spec);
+        let path = format!("/videos/seg-1.ts?__token__={token}");
+        let (f, h) = configure::<Edge>(&format!(
+            r#"{{"cdn_signing": {{"routes": [{{"name": "videos", "path_prefix": "/videos/",
+                  "verify": {{"scheme": "akamai_edgeauth", "keys": [{{"hex": "{AKAMAI_KEY}"}}]}}}}]}},
+               "bot_detection": {{}},
+               "rate_limit": {{"rules": [{{"name": "api", "key": [{{"type": "header", "name": "x-api-key"}}],
+                  "requests_per_unit": 1000000000, "unit": "second"}}]}},
+               "stage_routing": {{"stages": [{{"name": "prod", "weight": 90}}, {{"name": "canary", "weight": 10}}],
+                  "sticky_key": [{{"type": "header", "name": "x-user-id"}}, {{"type": "client_ip"}}]}}}}"#
+        ));
+        let prod = user_on(&f, &h, "prod");
+        let mut calls = vec![];
+        for _ in 0..2 {
+            h.request(&[
+                (":method", "GET"),
+                (":path", &path),
+                (":authority", "h"),
+                (":scheme", "http"),
+                ("user-agent", CHROME),
+                ("accept", "text/html"),
+                ("x-api-key", "k"),
+                ("x-user-id", &prod),
+            ])
+            .client("198.51.100.1:1");
+            let start = h.trace().len();
+            let mut out = run(&f, &h);
+            let mid = h.trace().len();
+            respond(&f, &h, &mut out.state);
+            let t = h.trace();
+            calls.push((t[start..mid].to_vec(), t[mid..].to_vec()));
+        }
+        // The first request of a key finds its bucket slot in shared data; later ones spend
+        // the worker's lease. No response-phase calls: rate-limit headers are off on allowed
+        // responses by default.
+        let steady = vec![
+            "request_header_map",
+            "now_ns",
+            "set_request_header",
+            "set_request_header",
+        ];
+        assert_eq!(calls[1], (steady, vec![]));
+        assert_eq!(
+            h.forwarded_header(":path").as_deref(),
+            Some("/videos/seg-1.ts")
+        );
+        assert_eq!(h.forwarded_header("x-stage").as_deref(), Some("prod"));
+    }
+
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn configuration_errors_name_the_section_and_field() {

@@ -102,7 +102,7 @@ impl Default for RawHeaders {
         Self {
             ietf_draft: true,
             x_ratelimit: false,
-            on_allowed: true,
+            on_allowed: false,
         }
     }
 }
@@ -628,7 +628,7 @@ mod tests {
             (c.limited_status, c.limited_body.as_str()),
             (429, "rate limited\n")
         );
-        assert!(c.ietf_draft && !c.x_ratelimit && c.headers_on_allowed);
+        assert!(c.ietf_draft && !c.x_ratelimit && !c.headers_on_allowed);
         let r = &c.rules[0];
         assert_eq!(r.methods, vec!["GET"]);
         assert_eq!(

@@ -262,7 +262,7 @@ mod tests {
 
     fn limiter(extra: &str) -> (RateLimit, FakeHost) {
         configure::<RateLimit>(&format!(
-            r#"{{{extra}"max_buckets":64,"rate_limit_headers":{{"ietf_draft":true,"x_ratelimit":true}},
+            r#"{{{extra}"max_buckets":64,"rate_limit_headers":{{"ietf_draft":true,"x_ratelimit":true,"on_allowed":true}},
                "rules":[{{"name":"api","match":{{"path_prefix":"/api/"}},"key":[{{"type":"header","name":"x-key"}}],
                           "requests_per_unit":1,"unit":"minute","burst":2}}]}}"#
         ))
@@ -315,6 +315,27 @@ mod tests {
         assert_eq!(run(&f, &h).decision, Decision::Continue);
         assert_eq!(h.metric("rate_limit.api.allowed"), Some(3));
         assert_eq!(h.metric("rate_limit.api.limited"), Some(1));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn by_default_only_limited_responses_carry_rate_limit_headers() {
+        let (f, h) = configure::<RateLimit>(
+            r#"{"rules":[{"name":"api","key":[{"type":"header","name":"x-key"}],
+                "requests_per_unit":1,"unit":"minute","burst":1}]}"#,
+        );
+        get(&h, "/api/x", "a");
+        let mut out = run(&f, &h);
+        // Map, clock, the key's two candidate slots, the bucket write.
+        assert_eq!((out.decision, out.host_calls), (Decision::Continue, 5));
+        let before = h.host_calls();
+        respond(&f, &h, &mut out.state);
+        assert_eq!((h.response_headers(), h.host_calls() - before), (vec![], 0));
+        get(&h, "/api/x", "a");
+        assert_eq!(run(&f, &h).decision, Decision::Replied);
+        let r = h.reply().unwrap();
+        assert_eq!(r.header("ratelimit"), Some("\"api\";r=0;t=60"));
+        assert_eq!(r.header("ratelimit-policy"), Some("\"api\";q=1;w=60"));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

@@ -76,6 +76,7 @@ pub struct FakeHost {
     call_response: RefCell<(Headers, Vec<u8>)>,
     logs: RefCell<Vec<(LogLevel, String)>>,
     host_calls: Cell<u64>,
+    trace: RefCell<Vec<&'static str>>,
 }
 
 impl FakeHost {
@@ -85,8 +86,14 @@ impl FakeHost {
         h
     }
 
-    fn tick_call(&self) {
+    fn tick_call(&self, name: &'static str) {
         self.host_calls.set(self.host_calls.get() + 1);
+        self.trace.borrow_mut().push(name);
+    }
+
+    /// The host calls made so far, by name, in order (e.g. `["request_header_map", "now_ns"]`).
+    pub fn trace(&self) -> Vec<&'static str> {
+        self.trace.borrow().clone()
     }
 
     /// Host calls made so far (each one a VM exit in Envoy).
@@ -242,7 +249,7 @@ impl FakeHost {
 
 impl SharedData for FakeHost {
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        self.tick_call();
+        self.tick_call("shared_get");
         if self.shared_down.get() {
             return Err(HostError::Failed);
         }
@@ -253,7 +260,7 @@ impl SharedData for FakeHost {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-        self.tick_call();
+        self.tick_call("shared_set");
         if self.shared_down.get() {
             return Err(HostError::Failed);
         }
@@ -289,14 +296,14 @@ fn set_in(list: &mut Vec<(String, Vec<u8>)>, name: &str, value: Option<&[u8]>) {
 
 impl Host for FakeHost {
     fn request_header_map(&self) -> Option<Vec<u8>> {
-        self.tick_call();
+        self.tick_call("request_header_map");
         let r = self.request.borrow();
         let pairs: Vec<(&[u8], &[u8])> = r.iter().map(|(k, v)| (k.as_bytes(), &v[..])).collect();
         Some(serialize(&pairs))
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        self.tick_call();
+        self.tick_call("set_request_header");
         set_in(
             &mut self.request.borrow_mut(),
             name,
@@ -305,14 +312,14 @@ impl Host for FakeHost {
     }
 
     fn add_request_header(&self, name: &str, value: &str) {
-        self.tick_call();
+        self.tick_call("add_request_header");
         self.request
             .borrow_mut()
             .push((name.to_string(), value.as_bytes().to_vec()));
     }
 
     fn set_response_header(&self, name: &str, value: Option<&str>) {
-        self.tick_call();
+        self.tick_call("set_response_header");
         let mut r = self.response.borrow_mut();
         r.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         if let Some(v) = value {
@@ -321,19 +328,19 @@ impl Host for FakeHost {
     }
 
     fn add_response_header(&self, name: &str, value: &str) {
-        self.tick_call();
+        self.tick_call("add_response_header");
         self.response
             .borrow_mut()
             .push((name.to_string(), value.to_string()));
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.tick_call();
+        self.tick_call("property");
         self.properties.borrow().get(&path.join(".")).cloned()
     }
 
     fn set_filter_state(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
-        self.tick_call();
+        self.tick_call("set_filter_state");
         self.filter_state
             .borrow_mut()
             .insert(key.to_string(), value.to_vec());
@@ -341,7 +348,7 @@ impl Host for FakeHost {
     }
 
     fn now_ns(&self) -> u64 {
-        self.tick_call();
+        self.tick_call("now_ns");
         self.now_ns.get()
     }
 
@@ -366,14 +373,14 @@ impl Host for FakeHost {
     }
 
     fn record(&self, id: u32, value: u64) {
-        self.tick_call();
+        self.tick_call("record");
         if let Some(m) = self.metrics.borrow_mut().get_mut(id as usize) {
             m.value = value;
         }
     }
 
     fn send_reply(&self, status: u32, details: &str, headers: &[(&str, &str)], body: &[u8]) {
-        self.tick_call();
+        self.tick_call("send_reply");
         self.replies.borrow_mut().push(Reply {
             status,
             details: details.to_string(),
@@ -392,7 +399,7 @@ impl Host for FakeHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        self.tick_call();
+        self.tick_call("http_call");
         if self.calls_fail.get() {
             return Err(HostError::Failed);
         }
@@ -428,7 +435,7 @@ impl Host for FakeHost {
     }
 
     fn call_response_header_map(&self) -> Option<Vec<u8>> {
-        self.tick_call();
+        self.tick_call("call_response_header_map");
         let r = self.call_response.borrow();
         let pairs: Vec<(&[u8], &[u8])> =
             r.0.iter()
@@ -438,7 +445,7 @@ impl Host for FakeHost {
     }
 
     fn call_response_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.tick_call();
+        self.tick_call("call_response_body");
         let r = self.call_response.borrow();
         Some(r.1.get(..size.min(r.1.len())).unwrap_or_default().to_vec())
     }
