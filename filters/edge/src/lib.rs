@@ -22,6 +22,7 @@ use rate_limit::config::Bundle;
 use rate_limit::feature::Report;
 use rate_limit::RateLimit;
 use serde::Deserialize;
+use stage_routing::assign::Assignment;
 use stage_routing::feature::PinState;
 use stage_routing::StageRouting;
 
@@ -51,6 +52,9 @@ pub struct Edge {
 pub struct EdgeRequest {
     pub rate_limit: Report,
     pub stage: PinState,
+    /// The stage assignment of a request waiting for the rate limit service, applied when it
+    /// is let through.
+    pub pending_stage: Option<Assignment>,
 }
 
 /// Configures one section, naming it in any error.
@@ -155,10 +159,13 @@ impl Feature for Edge {
             a
         });
         if let Some(f) = &self.rate_limit {
-            if f.on_request_headers(host, req, decisions, &mut state.rate_limit)
-                == Decision::Replied
-            {
-                return Decision::Replied;
+            match f.on_request_headers(host, req, decisions, &mut state.rate_limit) {
+                Decision::Continue => {}
+                Decision::Replied => return Decision::Replied,
+                Decision::Pause => {
+                    state.pending_stage = assignment;
+                    return Decision::Pause;
+                }
             }
         }
         if let (Some(s), Some(a)) = (&self.stage, assignment) {
@@ -174,6 +181,32 @@ impl Feature for Edge {
         if let Some(f) = &self.stage {
             f.on_response_headers(host, &mut state.stage);
         }
+    }
+
+    fn on_request_call_response(
+        &self,
+        host: &impl Host,
+        state: &mut EdgeRequest,
+        token: u32,
+        response: CallResponse,
+    ) -> Decision {
+        let Some(f) = &self.rate_limit else {
+            return Decision::Continue;
+        };
+        let d = f.on_request_call_response(host, &mut state.rate_limit, token, response);
+        if d != Decision::Continue {
+            return d;
+        }
+        // Let through: the stage is applied now, on the request's headers as they are.
+        if let (Some(s), Some(a)) = (&self.stage, state.pending_stage.take()) {
+            if let Some(bytes) = host.request_header_map() {
+                if let Some(view) = edge_common::headermap::HeaderMapView::parse(&bytes) {
+                    let req = Request::new(view);
+                    s.apply(host, &req, a, &mut state.stage);
+                }
+            }
+        }
+        Decision::Continue
     }
 
     fn on_tick(&self, host: &impl Host) {

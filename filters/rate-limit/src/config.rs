@@ -127,6 +127,94 @@ pub struct RawRule {
     pub missing_key: MissingKey,
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// A fleet-wide limit kept by a rate limit service (the limit itself is configured there).
+    #[serde(default)]
+    pub global: Option<RawGlobal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    /// The Envoy cluster of the rate limit service (HTTP/2).
+    pub cluster: String,
+    /// The `domain` of the `ShouldRateLimit` request.
+    pub domain: String,
+    #[serde(default = "default_global_timeout_ms")]
+    pub timeout_ms: u64,
+    /// What happens while the service fails and no `fallback` bucket is configured (default:
+    /// the top-level `failure_mode`).
+    #[serde(default)]
+    pub failure_mode: Option<FailureMode>,
+    /// A local bucket (exact across this Envoy's workers) that decides while the service fails.
+    #[serde(default)]
+    pub fallback: Option<RawFallback>,
+    /// Hits taken per call (`hits_addend`); the extra ones are handed to this Envoy's requests.
+    #[serde(default = "one")]
+    pub batch: u32,
+    /// How long batched hits may be handed out.
+    #[serde(default = "default_batch_ttl_ms")]
+    pub batch_ttl_ms: u64,
+    #[serde(default)]
+    pub circuit_breaker: RawBreaker,
+    /// Descriptor entry keys, one per key part (default per part: client_ip `remote_address`,
+    /// header its name, path `path`, method `method`, constant `generic_key`, bot_category
+    /// `bot_category`, stage `stage`).
+    #[serde(default)]
+    pub descriptor_keys: Option<Vec<String>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_global_timeout_ms() -> u64 {
+    20
+}
+
+fn default_batch_ttl_ms() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    pub requests_per_unit: u64,
+    pub unit: Unit,
+    pub burst: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// How long it stays open (the fallback decides), before one request tries again.
+    pub open_ms: u64,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_ms: 2_000,
+        }
+    }
+}
+
+/// A global rule's service settings (see [`RawGlobal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+    pub failure_mode: FailureMode,
+    /// The rule's `bucket` is the fallback bucket.
+    pub fallback: bool,
+    pub batch: u32,
+    pub batch_ttl_ns: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_ns: u64,
+    pub descriptor_keys: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +324,8 @@ pub struct Rule {
     pub bucket: Bucket,
     pub missing_key: MissingKey,
     pub continue_matching: bool,
+    /// Set for a global rule: asked of the rate limit service.
+    pub global: Option<Global>,
     /// `"<name>";q=<burst>;w=<seconds>` for `RateLimit-Policy`.
     pub policy_header: String,
     /// Tokens a worker takes from the shared bucket at once (see `limiter`): one millisecond's
@@ -300,7 +390,8 @@ impl Config {
         }
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, rr) in raw.rules.into_iter().enumerate() {
-            let rule = compile_rule(rr, bundle).map_err(|e| e.at(&format!("rules[{i}]")))?;
+            let rule = compile_rule(rr, bundle, raw.failure_mode)
+                .map_err(|e| e.at(&format!("rules[{i}]")))?;
             if rules.iter().any(|r: &Rule| r.name == rule.name) {
                 return Err(ConfigError::new(
                     format!("rules[{i}].name"),
@@ -363,7 +454,11 @@ fn check_names(
     Ok(())
 }
 
-fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
+fn compile_rule(
+    mut r: RawRule,
+    bundle: &Bundle,
+    cfg_failure_mode: FailureMode,
+) -> Result<Rule, ConfigError> {
     if r.name.is_empty()
         || r.name.len() > 64
         || !r
@@ -379,7 +474,7 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
             ),
         ));
     }
-    let m = r.matcher;
+    let m = std::mem::take(&mut r.matcher);
     let paths = [&m.path_prefix, &m.path_exact, &m.path_regex]
         .iter()
         .filter(|p| p.is_some())
@@ -453,6 +548,12 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
         bundle.stages.as_deref(),
         "stage_routing",
     )?;
+    if r.unlimited && r.global.is_some() {
+        return Err(ConfigError::new(
+            "global",
+            "an unlimited rule cannot be global",
+        ));
+    }
     if r.unlimited {
         if !r.key.is_empty()
             || r.requests_per_unit.is_some()
@@ -481,6 +582,7 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
                 .ok_or_else(|| ConfigError::new("unlimited", "internal bucket"))?,
             missing_key: r.missing_key,
             continue_matching: false,
+            global: None,
             name: r.name,
         });
     }
@@ -491,7 +593,7 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
         ));
     }
     let mut key = Vec::with_capacity(r.key.len());
-    for (i, part) in r.key.into_iter().enumerate() {
+    for (i, part) in std::mem::take(&mut r.key).into_iter().enumerate() {
         key.push(match part {
             RawKeyPart::ClientIp => KeyPart::ClientIp,
             RawKeyPart::Header { name } => {
@@ -517,6 +619,10 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
         });
     }
 
+    let global = match r.global.take() {
+        None => None,
+        Some(g) => Some(compile_global(g, &mut r, &key, cfg_failure_mode)?),
+    };
     let (tokens, per_ns, rate_field) = match (
         r.requests_per_unit,
         r.unit,
@@ -600,6 +706,132 @@ fn compile_rule(r: RawRule, bundle: &Bundle) -> Result<Rule, ConfigError> {
         bucket,
         missing_key: r.missing_key,
         continue_matching: r.continue_matching,
+        global,
+    })
+}
+
+/// Checks a global rule's settings. Its rate lives in the rate limit service: the rule's own
+/// rate fields are refused, and the fallback's rate becomes the rule's (local) bucket.
+fn compile_global(
+    g: RawGlobal,
+    r: &mut RawRule,
+    key: &[KeyPart],
+    failure_mode: FailureMode,
+) -> Result<Global, ConfigError> {
+    if r.requests_per_unit.is_some()
+        || r.unit.is_some()
+        || r.tokens_per_fill.is_some()
+        || r.fill_interval_ms.is_some()
+        || r.burst.is_some()
+    {
+        return Err(ConfigError::new(
+            "requests_per_unit",
+            "a global rule's limit is set in the rate limit service; `global.fallback` sets the local bucket used while it fails",
+        ));
+    }
+    if r.continue_matching {
+        return Err(ConfigError::new(
+            "continue",
+            "a global rule is the last rule a request meets (put local rules before it, with `continue: true`)",
+        ));
+    }
+    if g.cluster.is_empty() {
+        return Err(ConfigError::new(
+            "global.cluster",
+            "must name an Envoy cluster",
+        ));
+    }
+    if g.domain.is_empty() {
+        return Err(ConfigError::new("global.domain", "must not be empty"));
+    }
+    if g.timeout_ms == 0 || g.timeout_ms > 10_000 {
+        return Err(ConfigError::new(
+            "global.timeout_ms",
+            format!("{} is out of range 1..=10000", g.timeout_ms),
+        ));
+    }
+    if g.batch == 0 || g.batch > 10_000 {
+        return Err(ConfigError::new(
+            "global.batch",
+            format!("{} is out of range 1..=10000", g.batch),
+        ));
+    }
+    if g.batch_ttl_ms == 0 || g.batch_ttl_ms > 60_000 {
+        return Err(ConfigError::new(
+            "global.batch_ttl_ms",
+            format!("{} is out of range 1..=60000", g.batch_ttl_ms),
+        ));
+    }
+    let b = &g.circuit_breaker;
+    if b.failures == 0 || b.failures > 10_000 {
+        return Err(ConfigError::new(
+            "global.circuit_breaker.failures",
+            format!("{} is out of range 1..=10000", b.failures),
+        ));
+    }
+    if b.open_ms < 10 || b.open_ms > 600_000 {
+        return Err(ConfigError::new(
+            "global.circuit_breaker.open_ms",
+            format!("{} is out of range 10..=600000", b.open_ms),
+        ));
+    }
+    let descriptor_keys = match g.descriptor_keys {
+        Some(k) => {
+            if k.len() != key.len() {
+                return Err(ConfigError::new(
+                    "global.descriptor_keys",
+                    format!("{} names for {} key parts", k.len(), key.len()),
+                ));
+            }
+            if let Some(i) = k.iter().position(String::is_empty) {
+                return Err(ConfigError::new(
+                    format!("global.descriptor_keys[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            k
+        }
+        None => key
+            .iter()
+            .map(|p| {
+                match p {
+                    KeyPart::ClientIp => "remote_address",
+                    KeyPart::Header(n) => n.as_str(),
+                    KeyPart::Path => "path",
+                    KeyPart::Method => "method",
+                    KeyPart::Constant(_) => "generic_key",
+                    KeyPart::BotCategory => "bot_category",
+                    KeyPart::Stage => "stage",
+                }
+                .to_string()
+            })
+            .collect(),
+    };
+    let fallback = match g.fallback {
+        Some(f) => {
+            r.requests_per_unit = Some(f.requests_per_unit);
+            r.unit = Some(f.unit);
+            r.burst = f.burst;
+            true
+        }
+        None => {
+            // Unused: without a fallback the failure mode decides.
+            r.requests_per_unit = Some(1);
+            r.unit = Some(Unit::Second);
+            false
+        }
+    };
+    Ok(Global {
+        cluster: g.cluster,
+        domain: g.domain,
+        timeout_ms: g.timeout_ms,
+        failure_mode: g.failure_mode.unwrap_or(failure_mode),
+        fallback,
+        batch: g.batch,
+        batch_ttl_ns: g.batch_ttl_ms * NS_PER_MS,
+        breaker_failures: b.failures,
+        breaker_open_ns: b.open_ms * NS_PER_MS,
+        descriptor_keys,
     })
 }
 

@@ -10,7 +10,12 @@ use edge_common::host::{
 };
 use edge_common::path::{self, PathVerdict, RequestPath};
 
-use crate::config::{Bundle, Config, Mode};
+use std::time::Duration;
+
+use edge_common::host::CallResponse;
+
+use crate::config::{Bundle, Config, Global, Mode, Rule};
+use crate::global::{self, Breaker, Cached, Failure, Pending};
 use crate::limiter::{self, Leases, Outcome, RequestLine, RequestView, RuleVerdict};
 use crate::response;
 
@@ -32,11 +37,33 @@ pub struct RateLimit {
     bad_path: u32,
     /// This worker's leased tokens (high-rate rules), shared by its requests.
     leases: RefCell<Leases>,
+    /// Per rule: the global rule's counters and this worker's breaker.
+    global: Vec<Option<GlobalMetrics>>,
+    breakers: RefCell<Vec<Breaker>>,
 }
 
-/// The verdict whose headers go on the upstream's response (allowed, enforce mode).
+/// A request's state: the verdict whose headers go on the upstream's response (allowed, enforce
+/// mode), and the rate limit service call it waits for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Report(pub Option<RuleVerdict>);
+pub struct Report {
+    pub verdict: Option<RuleVerdict>,
+    pub pending: Option<Pending>,
+}
+
+/// A global rule's counters (`rate_limit.<rule>.rls.<what>`).
+#[derive(Clone, Copy)]
+struct GlobalMetrics {
+    ok: u32,
+    over_limit: u32,
+    batched: u32,
+    cached_deny: u32,
+    timeout: u32,
+    unavailable: u32,
+    status: u32,
+    bad_answer: u32,
+    fallback: u32,
+    breaker_open: u32,
+}
 
 /// The request as the limiter sees it: headers as bytes (a value that is not UTF-8 must neither
 /// panic nor be altered), the client address on demand, and earlier features' decisions.
@@ -95,12 +122,37 @@ impl RateLimit {
             });
         }
         let bad_path = counter(host, "rate_limit.bad_path")?;
+        let mut global = Vec::with_capacity(cfg.rules.len());
+        for r in &cfg.rules {
+            global.push(match r.global {
+                None => None,
+                Some(_) => {
+                    let m =
+                        |what: &str| counter(host, &format!("rate_limit.{}.rls.{what}", r.name));
+                    Some(GlobalMetrics {
+                        ok: m("ok")?,
+                        over_limit: m("over_limit")?,
+                        batched: m("batched")?,
+                        cached_deny: m("cached_over_limit")?,
+                        timeout: m("failure.timeout")?,
+                        unavailable: m("failure.unavailable")?,
+                        status: m("failure.status")?,
+                        bad_answer: m("failure.bad_answer")?,
+                        fallback: m("fallback")?,
+                        breaker_open: m("breaker_open")?,
+                    })
+                }
+            });
+        }
+        let breakers = RefCell::new(vec![Breaker::default(); cfg.rules.len()]);
         Ok(Self {
             cfg,
             ns,
             metrics,
             bad_path,
             leases: RefCell::default(),
+            global,
+            breakers,
         })
     }
 
@@ -111,6 +163,203 @@ impl RateLimit {
         host: &impl Host,
     ) -> Result<Self, StartError> {
         Self::with_config(Config::from_json_in(json, bundle)?, host)
+    }
+}
+
+impl RateLimit {
+    fn count(&self, host: &impl Host, v: &RuleVerdict) {
+        let shadow = self.cfg.mode == Mode::Shadow;
+        let Some(m) = self.metrics.get(v.rule) else {
+            return;
+        };
+        let id = match v.outcome {
+            Outcome::Allowed => m.allowed,
+            Outcome::Limited if shadow => m.shadow_limited,
+            Outcome::Limited => m.limited,
+            Outcome::Error { .. } => m.errors,
+        };
+        host.count(id, 1);
+        if let (Outcome::Error { denied: true }, false) = (v.outcome, shadow) {
+            host.count(m.limited, 1);
+        }
+    }
+
+    /// Applies the decision: the limited reply, or the verdict kept for the response headers.
+    fn finish(
+        &self,
+        host: &impl Host,
+        v: Option<RuleVerdict>,
+        limited: bool,
+        report: &mut Report,
+    ) -> Decision {
+        let cfg = &self.cfg;
+        if cfg.mode == Mode::Shadow {
+            return Decision::Continue;
+        }
+        let Some(v) = v else {
+            return Decision::Continue;
+        };
+        if limited {
+            let mut hs = response::headers(cfg, &v, true);
+            hs.push(("content-type", cfg.limited_content_type.clone()));
+            let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let rule = cfg.rules.get(v.rule).map_or("", |r| r.name.as_str());
+            let details = match v.outcome {
+                Outcome::Error { .. } => format!("rate_limit.store_failure.{rule}"),
+                _ => format!("rate_limit.limited.{rule}"),
+            };
+            host.send_reply(
+                cfg.limited_status,
+                &details,
+                &hs,
+                cfg.limited_body.as_bytes(),
+            );
+            return Decision::Replied;
+        }
+        if cfg.headers_on_allowed && (cfg.ietf_draft || cfg.x_ratelimit) {
+            report.verdict = Some(v);
+        }
+        Decision::Continue
+    }
+
+    /// A global rule applies: the cache, the breaker, or a call to the rate limit service.
+    fn ask(
+        &self,
+        host: &impl Host,
+        line: &RequestLine,
+        view: &dyn RequestView,
+        i: usize,
+        fp: u64,
+        report: &mut Report,
+    ) -> Decision {
+        let (Some(rule), Some(Some(gm))) = (self.cfg.rules.get(i), self.global.get(i)) else {
+            return Decision::Continue;
+        };
+        let Some(g) = &rule.global else {
+            return Decision::Continue;
+        };
+        let Some(entries) = global::descriptor(rule, g, line, view) else {
+            return Decision::Continue;
+        };
+        let now = host.now_ns();
+        let key = global::cache_key(&self.ns, fp);
+        match global::from_cache(host, &key, now) {
+            Cached::Hit => {
+                host.count(gm.batched, 1);
+                let v = RuleVerdict {
+                    rule: i,
+                    outcome: Outcome::Allowed,
+                    remaining: 0,
+                    reset_s: 0,
+                    retry_after_s: 0,
+                };
+                self.count(host, &v);
+                return self.finish(host, Some(v), false, report);
+            }
+            Cached::Denied { for_ns } => {
+                host.count(gm.cached_deny, 1);
+                let v = RuleVerdict {
+                    rule: i,
+                    outcome: Outcome::Limited,
+                    remaining: 0,
+                    reset_s: global::ceil_secs(for_ns),
+                    retry_after_s: global::ceil_secs(for_ns).max(1),
+                };
+                self.count(host, &v);
+                return self.finish(host, Some(v), true, report);
+            }
+            Cached::Miss => {}
+        }
+        let open = self
+            .breakers
+            .try_borrow()
+            .ok()
+            .and_then(|b| b.get(i).map(|b| b.is_open(now)))
+            .unwrap_or(false);
+        if open {
+            host.count(gm.breaker_open, 1);
+            return self.fall_back(host, rule, g, gm, i, fp, now, report);
+        }
+        let body = global::request(g, entries, g.batch);
+        match host.grpc_call(
+            &g.cluster,
+            edge_common::rls::SERVICE,
+            edge_common::rls::METHOD,
+            &body,
+            Duration::from_millis(g.timeout_ms),
+        ) {
+            Ok(token) => {
+                report.pending = Some(Pending {
+                    token,
+                    rule: i,
+                    fp,
+                    hits: g.batch,
+                });
+                Decision::Pause
+            }
+            Err(_) => self.failed(host, rule, g, gm, i, fp, Failure::Unavailable, now, report),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        host: &impl Host,
+        rule: &Rule,
+        g: &Global,
+        gm: &GlobalMetrics,
+        i: usize,
+        fp: u64,
+        why: Failure,
+        now: u64,
+        report: &mut Report,
+    ) -> Decision {
+        host.count(
+            match why {
+                Failure::Timeout => gm.timeout,
+                Failure::Unavailable => gm.unavailable,
+                Failure::Status(_) => gm.status,
+                Failure::BadAnswer => gm.bad_answer,
+            },
+            1,
+        );
+        if let Ok(mut b) = self.breakers.try_borrow_mut() {
+            if let Some(b) = b.get_mut(i) {
+                b.failed(host, &rule.name, g, why, now);
+            }
+        }
+        self.fall_back(host, rule, g, gm, i, fp, now, report)
+    }
+
+    /// The service failed (or its breaker is open): the fallback bucket, or `failure_mode`.
+    #[allow(clippy::too_many_arguments)]
+    fn fall_back(
+        &self,
+        host: &impl Host,
+        rule: &Rule,
+        g: &Global,
+        gm: &GlobalMetrics,
+        i: usize,
+        fp: u64,
+        now: u64,
+        report: &mut Report,
+    ) -> Decision {
+        let v = if g.fallback {
+            host.count(gm.fallback, 1);
+            let Ok(mut leases) = self.leases.try_borrow_mut() else {
+                return Decision::Continue;
+            };
+            limiter::take(&self.cfg, &self.ns, rule, i, fp, host, &mut leases, now)
+        } else {
+            global::failure_verdict(g, i)
+        };
+        self.count(host, &v);
+        let limited = match v.outcome {
+            Outcome::Allowed => false,
+            Outcome::Limited => true,
+            Outcome::Error { denied } => denied,
+        };
+        self.finish(host, Some(v), limited, report)
     }
 }
 
@@ -175,21 +424,7 @@ impl Feature for RateLimit {
             headers.get_str(":authority"),
         );
         let clock = || req.now_ns(host);
-        let mut count = |v: &RuleVerdict| {
-            let Some(m) = self.metrics.get(v.rule) else {
-                return;
-            };
-            let id = match v.outcome {
-                Outcome::Allowed => m.allowed,
-                Outcome::Limited if shadow => m.shadow_limited,
-                Outcome::Limited => m.limited,
-                Outcome::Error { .. } => m.errors,
-            };
-            host.count(id, 1);
-            if let (Outcome::Error { denied: true }, false) = (v.outcome, shadow) {
-                host.count(m.limited, 1);
-            }
-        };
+        let mut count = |v: &RuleVerdict| self.count(host, v);
         let view = View {
             headers,
             req,
@@ -215,37 +450,85 @@ impl Feature for RateLimit {
                 &mut count,
             )
         };
-        if shadow {
-            return Decision::Continue;
+        if let Some((i, fp)) = d.global {
+            return self.ask(host, &line, &view, i, fp, report);
         }
-        let Some(v) = d.report else {
+        self.finish(host, d.report, d.limited, report)
+    }
+
+    fn on_request_call_response(
+        &self,
+        host: &impl Host,
+        report: &mut Report,
+        token: u32,
+        response: CallResponse,
+    ) -> Decision {
+        let Some(p) = report.pending.filter(|p| p.token == token) else {
             return Decision::Continue;
         };
-        if d.limited {
-            let mut hs = response::headers(cfg, &v, true);
-            hs.push(("content-type", cfg.limited_content_type.clone()));
-            let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let rule = cfg.rules.get(v.rule).map_or("", |r| r.name.as_str());
-            let details = match v.outcome {
-                Outcome::Error { .. } => format!("rate_limit.store_failure.{rule}"),
-                _ => format!("rate_limit.limited.{rule}"),
-            };
-            host.send_reply(
-                cfg.limited_status,
-                &details,
-                &hs,
-                cfg.limited_body.as_bytes(),
-            );
-            return Decision::Replied;
+        report.pending = None;
+        let (Some(rule), Some(Some(gm))) = (self.cfg.rules.get(p.rule), self.global.get(p.rule))
+        else {
+            return Decision::Continue;
+        };
+        let Some(g) = &rule.global else {
+            return Decision::Continue;
+        };
+        let now = host.now_ns();
+        let answer = match response {
+            CallResponse::Grpc { status: 0, message } => host
+                .grpc_response_body(message)
+                .ok_or(Failure::BadAnswer)
+                .and_then(|b| global::parse_answer(&b)),
+            CallResponse::Grpc { status, .. } => Err(Failure::from_grpc_status(status)),
+            CallResponse::Http { .. } => Err(Failure::BadAnswer),
+        };
+        let a = match answer {
+            Ok(a) => a,
+            Err(why) => return self.failed(host, rule, g, gm, p.rule, p.fp, why, now, report),
+        };
+        if let Ok(mut b) = self.breakers.try_borrow_mut() {
+            if let Some(b) = b.get_mut(p.rule) {
+                b.answered(host, &rule.name, g);
+            }
         }
-        if cfg.headers_on_allowed && (cfg.ietf_draft || cfg.x_ratelimit) {
-            report.0 = Some(v);
-        }
-        Decision::Continue
+        let key = global::cache_key(&self.ns, p.fp);
+        let v = if a.over_limit {
+            host.count(gm.over_limit, 1);
+            let hold = global::hold_ns(&a, p.hits);
+            global::remember(host, &key, None, now.saturating_add(hold));
+            RuleVerdict {
+                rule: p.rule,
+                outcome: Outcome::Limited,
+                remaining: 0,
+                reset_s: global::ceil_secs(a.reset_ns),
+                retry_after_s: global::ceil_secs(hold).max(1),
+            }
+        } else {
+            host.count(gm.ok, 1);
+            if p.hits > 1 {
+                global::remember(
+                    host,
+                    &key,
+                    Some(u64::from(p.hits - 1)),
+                    now.saturating_add(g.batch_ttl_ns),
+                );
+            }
+            RuleVerdict {
+                rule: p.rule,
+                outcome: Outcome::Allowed,
+                remaining: a.remaining,
+                reset_s: global::ceil_secs(a.reset_ns),
+                retry_after_s: 0,
+            }
+        };
+        self.count(host, &v);
+        let limited = v.outcome == Outcome::Limited;
+        self.finish(host, Some(v), limited, report)
     }
 
     fn on_response_headers(&self, host: &impl Host, report: &mut Report) {
-        if let Some(v) = report.0.take() {
+        if let Some(v) = report.verdict.take() {
             response::each_header(&self.cfg, &v, false, &mut |k, val| {
                 host.set_response_header(k, Some(val));
             });

@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod response;
 
 pub mod feature;
+pub mod global;
 
 pub use feature::RateLimit;
 

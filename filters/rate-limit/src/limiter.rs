@@ -122,6 +122,8 @@ pub enum Outcome {
 pub struct Decision {
     pub limited: bool,
     pub report: Option<RuleVerdict>,
+    /// A global rule applies (rule index, key fingerprint): the rate limit service decides.
+    pub global: Option<(usize, u64)>,
 }
 
 /// How long leased tokens may be handed out.
@@ -209,6 +211,10 @@ pub fn decide(
             // Missing key part and `missing_key: skip`: the rule does not apply.
             continue;
         };
+        if rule.global.is_some() {
+            d.global = Some((i, fp));
+            break;
+        }
         let now = *now.get_or_insert_with(clock);
         let v = take(cfg, ns, rule, i, fp, store, leases, now);
         observe(&v);
@@ -338,7 +344,7 @@ pub fn encode(fp: u64, tat: u64) -> [u8; 16] {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn take(
+pub(crate) fn take(
     cfg: &Config,
     ns: &str,
     rule: &Rule,

@@ -23,15 +23,21 @@ pub fn each_header(cfg: &Config, v: &RuleVerdict, limited: bool, emit: &mut dyn 
     let Some(rule) = cfg.rules.get(v.rule) else {
         return;
     };
+    // A global rule's quota is the rate limit service's: only what its answer said.
+    let global = rule.global.is_some();
     if cfg.ietf_draft {
-        emit("ratelimit-policy", &rule.policy_header);
+        if !global {
+            emit("ratelimit-policy", &rule.policy_header);
+        }
         emit(
             "ratelimit",
             &format!("\"{}\";r={};t={}", rule.name, v.remaining, v.reset_s),
         );
     }
     if cfg.x_ratelimit {
-        emit("x-ratelimit-limit", &rule.bucket.burst.to_string());
+        if !global {
+            emit("x-ratelimit-limit", &rule.bucket.burst.to_string());
+        }
         emit("x-ratelimit-remaining", &v.remaining.to_string());
         emit("x-ratelimit-reset", &v.reset_s.to_string());
     }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{
-    Decision, Decisions, Feature, Host, HostError, LogLevel, MetricKind, Request, SharedData,
+    CallResponse, Decision, Decisions, Feature, Host, HostError, LogLevel, MetricKind, Request,
+    SharedData,
 };
 use crate::headermap::{serialize, HeaderMapView};
 
@@ -490,6 +491,19 @@ pub fn run<F: Feature>(f: &F, host: &FakeHost) -> Outcome<F::Request> {
         decisions,
         host_calls: host.host_calls() - before,
     }
+}
+
+/// Delivers the response to a call a paused request made (the fake host's current call
+/// response: [`FakeHost::set_call_response`]), as the request's context would.
+pub fn answer<F: Feature>(
+    f: &F,
+    host: &FakeHost,
+    state: &mut F::Request,
+    token: u32,
+    status: u32,
+) -> Decision {
+    let message = host.call_response.borrow().1.len();
+    f.on_request_call_response(host, state, token, CallResponse::Grpc { status, message })
 }
 
 /// Runs the response step for a request that went upstream.

@@ -129,6 +129,10 @@ pub enum Decision {
     Continue,
     /// The feature sent a local reply: the pass ends here.
     Replied,
+    /// The request waits for a callout the feature dispatched (a gRPC call to a rate limit
+    /// service): [`Feature::on_request_call_response`] decides when it answers. Envoy enforces
+    /// the call's timeout, so the wait is bounded.
+    Pause,
 }
 
 /// Decisions one feature makes for later ones in the same pass (in `edge.wasm`).
@@ -256,8 +260,21 @@ pub trait Feature: Sized + 'static {
     /// Every 100 ms on each worker (after its counters were flushed).
     fn on_tick(&self, _host: &impl Host) {}
 
-    /// The response to an HTTP or gRPC call this feature made.
+    /// The response to an HTTP or gRPC call this feature made outside a request (the tick).
     fn on_call_response(&self, _host: &impl Host, _token: u32, _response: CallResponse) {}
+
+    /// The response to a call a request's step made before it returned [`Decision::Pause`]:
+    /// `Continue` resumes the request, `Replied` means a local reply was sent, `Pause` waits for
+    /// another call.
+    fn on_request_call_response(
+        &self,
+        _host: &impl Host,
+        _state: &mut Self::Request,
+        _token: u32,
+        _response: CallResponse,
+    ) -> Decision {
+        Decision::Continue
+    }
 }
 
 /// What arrived for a call: sizes to read with the host, and for gRPC the status.

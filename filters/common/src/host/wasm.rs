@@ -287,7 +287,47 @@ struct Http<F: Feature> {
     went_upstream: bool,
 }
 
-impl<F: Feature> Context for Http<F> {}
+impl<F: Feature> Context for Http<F> {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, message: usize) {
+        let Some(f) = self.feature.clone() else {
+            return;
+        };
+        let host = WasmHost {
+            counters: &self.counters,
+        };
+        let response = CallResponse::Grpc { status, message };
+        if f.on_request_call_response(&host, &mut self.state, token, response) == Decision::Continue
+        {
+            self.went_upstream = true;
+            if hostcalls::resume_http_request().is_err() {
+                host.log(
+                    LogLevel::Error,
+                    "could not resume a request after its callout",
+                );
+            }
+        }
+    }
+
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, _: usize) {
+        let Some(f) = self.feature.clone() else {
+            return;
+        };
+        let host = WasmHost {
+            counters: &self.counters,
+        };
+        let response = CallResponse::Http { headers, body };
+        if f.on_request_call_response(&host, &mut self.state, token, response) == Decision::Continue
+        {
+            self.went_upstream = true;
+            if hostcalls::resume_http_request().is_err() {
+                host.log(
+                    LogLevel::Error,
+                    "could not resume a request after its callout",
+                );
+            }
+        }
+    }
+}
 
 impl<F: Feature> HttpContext for Http<F> {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
@@ -317,7 +357,7 @@ impl<F: Feature> HttpContext for Http<F> {
                 self.went_upstream = true;
                 Action::Continue
             }
-            Decision::Replied => Action::Pause,
+            Decision::Replied | Decision::Pause => Action::Pause,
         }
     }
 
