@@ -86,6 +86,8 @@ pub struct Bootstrap<'a> {
     pub native_filters: &'a [Value],
     pub wasm_filters: &'a [(WasmFilter, String)],
     pub clusters: &'a [(String, Endpoint)],
+    /// HTTP/2 clusters for gRPC services (a rate limit service), not routed to.
+    pub grpc_clusters: &'a [(String, Endpoint)],
     pub routes: &'a [Route],
     /// With no clusters: answer every request 200 `ok` from the route (benchmarks).
     pub direct_response: bool,
@@ -131,6 +133,26 @@ impl Bootstrap<'_> {
             })),
         }
 
+        let grpc = self.grpc_clusters.iter().map(|(name, ep)| {
+            json!({
+                "name": name,
+                "type": "STRICT_DNS",
+                "dns_lookup_family": "V4_ONLY",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}}
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": ep.host, "port_value": ep.port
+                    }}}}]}]
+                }
+            })
+        });
         let clusters: Vec<Value> = self
             .clusters
             .iter()
@@ -148,6 +170,7 @@ impl Bootstrap<'_> {
                     }
                 })
             })
+            .chain(grpc)
             .collect();
 
         json!({

@@ -165,6 +165,8 @@ pub struct Gateway {
     wasm_filters: Vec<WasmFilter>,
     native_filters: Vec<Value>,
     clusters: Vec<String>,
+    grpc_clusters: Vec<(String, Endpoint)>,
+    network: Option<String>,
     routes: Vec<Route>,
     workers: u32,
     xff_num_trusted_hops: u32,
@@ -188,6 +190,8 @@ impl Gateway {
             wasm_filters: Vec::new(),
             native_filters: Vec::new(),
             clusters: Vec::new(),
+            grpc_clusters: Vec::new(),
+            network: None,
             routes: Vec::new(),
             workers: 2,
             xff_num_trusted_hops: 0,
@@ -217,6 +221,25 @@ impl Gateway {
     /// default route. With no cluster at all, Envoy answers `200 ok` itself (benchmarks).
     pub fn echo_cluster(mut self, name: &str) -> Self {
         self.clusters.push(name.to_string());
+        self
+    }
+
+    /// Adds an HTTP/2 (gRPC) cluster `name` at `host:port` as Envoy sees it: a container name on
+    /// [`Gateway::network`] for containers, a local address for processes.
+    pub fn grpc_cluster(mut self, name: &str, host: &str, port: u16) -> Self {
+        self.grpc_clusters.push((
+            name.to_string(),
+            Endpoint {
+                host: host.to_string(),
+                port,
+            },
+        ));
+        self
+    }
+
+    /// Containers: joins this Docker network (created by the caller) instead of one of its own.
+    pub fn network(mut self, name: &str) -> Self {
+        self.network = Some(name.to_string());
         self
     }
 
@@ -351,6 +374,7 @@ impl Gateway {
             native_filters: &self.native_filters,
             wasm_filters: &wasm,
             clusters: &clusters,
+            grpc_clusters: &self.grpc_clusters,
             routes: &self.routes,
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
@@ -424,7 +448,7 @@ impl Gateway {
             ensure_local_image(&echo_image)?;
         }
         let run = run_id();
-        let network = format!("{run}-net");
+        let network = self.network.clone().unwrap_or_else(|| format!("{run}-net"));
         let mut echoes = Vec::new();
         let mut clusters = Vec::new();
         let mut upstreams = Vec::new();
@@ -480,6 +504,7 @@ impl Gateway {
             native_filters: &self.native_filters,
             wasm_filters: &wasm,
             clusters: &clusters,
+            grpc_clusters: &self.grpc_clusters,
             routes: &self.routes,
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
@@ -505,7 +530,7 @@ impl Gateway {
                 };
                 sink.push(&String::from_utf8_lossy(bytes));
             });
-        if !self.clusters.is_empty() {
+        if !self.clusters.is_empty() || self.network.is_some() {
             req = req.with_network(&network);
         }
         for (path, bytes) in copies {
@@ -825,7 +850,7 @@ fn env_or(key: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-fn split_image(image: &str) -> (String, String) {
+pub fn split_image(image: &str) -> (String, String) {
     match image.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
         _ => (image.to_string(), "latest".to_string()),
@@ -833,7 +858,7 @@ fn split_image(image: &str) -> (String, String) {
 }
 
 /// No registry is reachable here: a missing image must be a clear error, not a pull attempt.
-fn ensure_local_image(image: &str) -> Result<()> {
+pub fn ensure_local_image(image: &str) -> Result<()> {
     let out = Command::new("docker")
         .args(["image", "inspect", "--format", "{{.Id}}", image])
         .stdin(Stdio::null())

@@ -496,7 +496,7 @@ impl Feature for RateLimit {
         let v = if a.over_limit {
             host.count(gm.over_limit, 1);
             let hold = global::hold_ns(&a, p.hits);
-            global::remember(host, &key, None, now.saturating_add(hold));
+            global::remember(host, &key, None, now.saturating_add(hold), now);
             RuleVerdict {
                 rule: p.rule,
                 outcome: Outcome::Limited,
@@ -512,6 +512,7 @@ impl Feature for RateLimit {
                     &key,
                     Some(u64::from(p.hits - 1)),
                     now.saturating_add(g.batch_ttl_ns),
+                    now,
                 );
             }
             RuleVerdict {

@@ -223,8 +223,29 @@ pub fn from_cache(host: &impl Host, key: &str, now: u64) -> Cached {
 }
 
 /// Remembers an answer: `left` batched hits, or an `OVER_LIMIT` (`None`), until `until_ns`.
-pub fn remember(host: &impl Host, key: &str, left: Option<u64>, until_ns: u64) {
-    let _ = host.shared_set(key, &encode(left, until_ns), None);
+/// Answers to concurrent calls merge rather than overwrite: granted hits add to those not yet
+/// spent, and an `OVER_LIMIT` never discards them (every hit the service granted is used).
+pub fn remember(host: &impl Host, key: &str, left: Option<u64>, until_ns: u64, now: u64) {
+    for _ in 0..4 {
+        let Ok((cur, cas)) = host.shared_get(key) else {
+            return;
+        };
+        let live = cur
+            .as_deref()
+            .and_then(decode)
+            .filter(|(_, until)| now < *until);
+        let merged = match (left, live) {
+            (Some(n), Some((Some(have), until))) => {
+                (Some(have.saturating_add(n)), until.max(until_ns))
+            }
+            (None, Some((Some(have), _))) if have > 0 => return,
+            (new, _) => (new, until_ns),
+        };
+        match host.shared_set(key, &encode(merged.0, merged.1), cas) {
+            Err(HostError::CasMismatch) => continue,
+            _ => return,
+        }
+    }
 }
 
 /// A rule's breaker (per worker): consecutive failures, and until when it is open.
@@ -447,6 +468,38 @@ mod tests {
         get(&h, "k", "203.0.113.2:1");
         assert_eq!(run(&f, &h).decision, Decision::Pause);
         assert_eq!(h.metric("rate_limit.fleet.rls.batched"), Some(0));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn concurrent_answers_merge_so_no_granted_hit_is_lost() {
+        let (f, h) = global(r#","batch":5"#);
+        // Two requests miss the cache at once and both ask.
+        get(&h, "k", "203.0.113.1:1");
+        let mut a = run(&f, &h);
+        get(&h, "k", "203.0.113.2:1");
+        let mut b = run(&f, &h);
+        get(&h, "k", "203.0.113.3:1");
+        let mut c = run(&f, &h);
+        let token = |o: &edge_common::host::fake::Outcome<Report>| {
+            o.state.pending.map(|p| p.token).unwrap_or_default()
+        };
+        let (ta, tb, tc) = (token(&a), token(&b), token(&c));
+        h.set_call_response(&[], &reply(Code::Ok, 0, 50, 100));
+        assert_eq!(answer(&f, &h, &mut a.state, ta, 0), Decision::Continue);
+        h.set_call_response(&[], &reply(Code::Ok, 0, 50, 100));
+        assert_eq!(answer(&f, &h, &mut c.state, tc, 0), Decision::Continue);
+        h.set_call_response(&[], &reply(Code::OverLimit, 0, 50, 100));
+        assert_eq!(answer(&f, &h, &mut b.state, tb, 0), Decision::Replied);
+        // 4 + 4 batched hits survive the later OVER_LIMIT.
+        let served = (0..10)
+            .filter(|i| {
+                get(&h, "k", &format!("198.51.100.{i}:1"));
+                run(&f, &h).decision == Decision::Continue
+            })
+            .count();
+        assert_eq!(served, 8);
+        assert_eq!(h.calls().len(), 5, "the ninth and tenth requests ask again");
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
