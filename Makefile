@@ -143,7 +143,7 @@ test-v8: wasm-bindgen
 test-integration:
 	cargo test -p edge-tests -- --nocapture
 	EDGE_SHAPE=edge cargo test -p edge-tests --test bot_detection --test cdn_signing --test rate_limit \
-	  --test stage_routing -- --nocapture
+	  --test stage_routing --test global_rate_limit -- --nocapture
 
 # Removes any container or network a harness left (say, after the test process was killed).
 sweep:

@@ -183,8 +183,11 @@ fn totals(reports: &[LoadReport]) -> (u64, u64, u64, f64, Duration) {
     (ok, all, server_errors, span, worst)
 }
 
-/// Admitted within 3% of `burst + rate × span`, and prints the `fleet:` line.
-async fn check_exact(f: &Fleet, rule: &str, reports: &[LoadReport]) -> f64 {
+/// Admitted within 3% of `burst + rate × span`, and prints the `fleet:` line. `ahead`: hits a
+/// batching rule may hold unspent when the load stops (batch × Envoys), which the lower bound
+/// allows for (the documented bound: never more than the service's bucket, at most that many
+/// fewer).
+async fn check_exact(f: &Fleet, rule: &str, reports: &[LoadReport], ahead: f64) -> f64 {
     let (ok, all, server_errors, span, worst) = totals(reports);
     let allowed = BURST + RATE * span;
     let ratio = ok as f64 / allowed;
@@ -203,9 +206,10 @@ async fn check_exact(f: &Fleet, rule: &str, reports: &[LoadReport]) -> f64 {
         all as f64 > 2.0 * allowed,
         "load must be well above the limit: {all} requests"
     );
+    let low = (allowed - ahead) * 0.97;
     assert!(
-        (0.97..=1.03).contains(&ratio),
-        "[{rule}] admitted {ok}, allowed {allowed:.0}: ratio {ratio:.3} is not within 3%"
+        ratio <= 1.03 && ok as f64 >= low,
+        "[{rule}] admitted {ok}, allowed {allowed:.0}: ratio {ratio:.3} is not within 3% (lowest accepted {low:.0})"
     );
     per_request
 }
@@ -216,11 +220,11 @@ async fn fleet_limits_hold_across_envoys_and_survive_outages() {
 
     // 1. Exactness: one RLS call per request at most, a fleet-wide bucket.
     let reports = load(&f, "hot-exact", "single", 10).await;
-    check_exact(&f, "fleet", &reports).await;
+    check_exact(&f, "fleet", &reports, 0.0).await;
 
     // 2. Batching: hits taken 10 at a time, far fewer calls, still within the bound.
     let reports = load(&f, "hot-batch", "batch", 10).await;
-    let per_request = check_exact(&f, "batched", &reports).await;
+    let per_request = check_exact(&f, "batched", &reports, 10.0 * 3.0).await;
     assert!(
         per_request <= 0.1,
         "with batching, rls calls per request {per_request:.3} > 0.1"
