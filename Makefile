@@ -111,7 +111,7 @@ images: envoy echo rls redis
 	@./envoy/image/ensure-image.sh $(REDIS_IMAGE) $$(command -v redis-server) redis-server 6379
 
 ## ---------------------------------------------------------------- run
-run: build envoy echo
+run: build envoy echo rls redis
 	@ENVOY_BIN=$(ENVOY_BIN) ./envoy/run.sh
 
 compose: build images
