@@ -31,11 +31,11 @@ SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
 
-.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build echo rls images run compose test test-unit \
+.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build echo rls images run compose fleet test test-unit \
         test-v8 test-integration bench fuzz fmt lint sweep clean
 
 help:
-	@echo "make run | test | bench | build | images | compose | setup | fmt | lint | sweep | clean"
+	@echo "make run | test | bench | build | images | compose | fleet | setup | fmt | lint | sweep | clean"
 
 ## ---------------------------------------------------------------- setup (idempotent)
 setup: toolchain envoy bench-tools wasm-bindgen bot-corpora redis
@@ -120,6 +120,12 @@ compose: build images
 	@echo "demo gateway on http://127.0.0.1:8080 (admin http://127.0.0.1:9901); Ctrl-C stops it"
 	ENVOY_IMAGE=$(ENVOY_IMAGE) ECHO_IMAGE=$(ECHO_IMAGE) $(COMPOSE) -f envoy/docker-compose.yaml -p edge-demo up --abort-on-container-exit; \
 	  rc=$$?; $(COMPOSE) -f envoy/docker-compose.yaml -p edge-demo down --remove-orphans >/dev/null 2>&1; exit $$rc
+
+# Three Envoys sharing global limits through edge-ratelimit on Redis (envoy/fleet/).
+fleet: build images
+	@echo "fleet: Envoys on http://127.0.0.1:18081-18083, rate limit service metrics on http://127.0.0.1:9102/metrics; Ctrl-C stops it"
+	$(COMPOSE) -f envoy/fleet/docker-compose.yaml -p edge-fleet up --abort-on-container-exit; \
+	  rc=$$?; $(COMPOSE) -f envoy/fleet/docker-compose.yaml -p edge-fleet down --remove-orphans >/dev/null 2>&1; exit $$rc
 
 ## ---------------------------------------------------------------- test
 # Integration tests use containers when a Docker engine answers (EDGE_ENVOY_RUNTIME=container makes
