@@ -26,7 +26,7 @@ struct Args {
     /// Prometheus metrics (`/metrics`) and health (`/healthz`) listen address.
     #[arg(long, default_value = "0.0.0.0:9102", env = "EDGE_RATELIMIT_METRICS")]
     metrics: SocketAddr,
-    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS).
+    /// Redis URL (`redis://[user:password@]host:port/db`; TLS is not built in).
     #[arg(
         long,
         default_value = "redis://127.0.0.1:6379",

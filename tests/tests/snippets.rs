@@ -3,7 +3,8 @@
 //! manager, a connection manager into a listener), with clusters for the names the snippets route
 //! to and the built `.wasm` files in place of `/etc/envoy/wasm/`, then `envoy --mode validate`
 //! runs it. Envoy runs the filters' configuration parsing at validate time, so a bad filter JSON
-//! fails here too.
+//! fails here too. A snippet that starts with `domains:` is an `edge-ratelimit` limits file: it
+//! is checked by the service's own parser instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +16,7 @@ const CLUSTERS: [&str; 5] = ["origin", "prod", "canary", "next", "stage_control"
 
 fn readmes() -> Vec<PathBuf> {
     let root = workspace_root();
-    let mut out = vec![root.join("README.md")];
+    let mut out = vec![root.join("README.md"), root.join("ratelimit/README.md")];
     if let Ok(dir) = std::fs::read_dir(root.join("filters")) {
         let mut more: Vec<PathBuf> = dir
             .filter_map(|e| e.ok().map(|e| e.path().join("README.md")))
@@ -73,6 +74,8 @@ fn complete(snippet: &str) -> Result<String, String> {
         )
     } else if first.starts_with("admin:") || first.starts_with("static_resources:") {
         return Ok(snippet);
+    } else if first == "clusters:" {
+        return Ok(format!("static_resources:\n{}", indent(&snippet, 2)));
     } else {
         return Err(format!(
             "a snippet starting with {first:?} has no place to go"
@@ -101,6 +104,12 @@ fn every_readme_yaml_snippet_loads_in_envoy() {
         let text = std::fs::read_to_string(&readme).unwrap();
         for (i, block) in yaml_blocks(&text).iter().enumerate() {
             let what = format!("{} snippet {}", readme.display(), i + 1);
+            if block.starts_with("domains:") {
+                if let Err(e) = edge_ratelimit::config::Limits::parse(block) {
+                    panic!("{what}: the limits file is refused: {e}");
+                }
+                continue;
+            }
             let bootstrap = complete(block).unwrap_or_else(|e| panic!("{what}: {e}"));
             let file = dir.path().join(format!("snippet-{checked}.yaml"));
             std::fs::write(&file, &bootstrap).unwrap();
