@@ -324,7 +324,7 @@ mod tests {
     use super::*;
     use crate::feature::{RateLimit, Report};
     use edge_common::host::fake::{answer, configure, run, FakeHost};
-    use edge_common::host::{Decision, Feature};
+    use edge_common::host::Decision;
     use edge_common::rls::{DescriptorStatus, Duration as PDuration, RateLimit as Limit};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
