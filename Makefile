@@ -159,7 +159,7 @@ sweep:
 	  [ -z "$$nets" ] || docker network rm $$nets >/dev/null 2>&1 || true
 
 ## ---------------------------------------------------------------- bench
-bench: setup build
+bench: setup build rls
 	cargo build --release -p edge-bench
 	ENVOY_BIN=$(ENVOY_BIN) target/release/edge-bench
 

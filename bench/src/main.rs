@@ -98,6 +98,14 @@ fn rows() -> Vec<Row> {
             headers: vec![("x-api-key", "bench-client-1")],
             reference: None,
         },
+        global_row(
+            "rate_limit.wasm global rule, RLS on loopback (header key)",
+            1,
+        ),
+        global_row(
+            "rate_limit.wasm global rule, RLS on loopback, batch 100 (header key)",
+            100,
+        ),
         Row {
             name: "rate_limit.wasm, no rule applies (one header-map read)",
             gateway: base().wasm(WasmFilter::new(
@@ -267,6 +275,90 @@ fn rows() -> Vec<Row> {
             stage_config(false),
         ),
     ]
+}
+
+/// Where the bench's rate limit service listens (started with Redis when a global row runs).
+const RLS_PORT: u16 = 18_091;
+const RLS_REDIS_PORT: u16 = 16_391;
+
+/// A global rule every request meets and none exceeds, asked of `edge-ratelimit` on loopback
+/// (Redis behind it); `batch` hits per call.
+fn global_row(name: &'static str, batch: u32) -> Row {
+    let config = json!({
+        "rules": [{"name": "api", "match": {"path_prefix": "/api/"},
+                   "key": [{"type": "header", "name": "x-api-key"}],
+                   "global": {"cluster": "rls", "domain": "bench", "timeout_ms": 200,
+                              "batch": batch, "descriptor_keys": ["key"]}}]
+    });
+    Row {
+        name,
+        gateway: Gateway::new()
+            .runtime(Runtime::Process)
+            .workers(1)
+            .cpu_list("0")
+            .log_level("warning")
+            .grpc_cluster("rls", "127.0.0.1", RLS_PORT)
+            .wasm(WasmFilter::new(
+                "rate_limit",
+                edge_tests::wasm_path("rate_limit"),
+                config,
+            )),
+        path: "/api/items",
+        headers: vec![("x-api-key", "bench-client-1")],
+        reference: None,
+    }
+}
+
+/// Redis and `edge-ratelimit` as local processes, for the global rows; killed on drop.
+struct Services(Vec<std::process::Child>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn start_services(out: &std::path::Path) -> Result<Services> {
+    let root = edge_tests::harness::workspace_root();
+    let rls = root.join("target/release/edge-ratelimit");
+    if !rls.is_file() {
+        bail!("{} not found: run `make rls`", rls.display());
+    }
+    which("redis-server")?;
+    std::fs::create_dir_all(out)?;
+    let limits = out.join("bench-limits.yaml");
+    std::fs::write(
+        &limits,
+        "domains:\n  - domain: bench\n    descriptors:\n      - key: key\n        rate_limit: {requests_per_unit: 1000000000, unit: second}\n",
+    )?;
+    let mut s = Services(Vec::new());
+    s.0.push(
+        Command::new("taskset")
+            .args(["-c", "1", "redis-server", "--port"])
+            .arg(RLS_REDIS_PORT.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-server")?,
+    );
+    s.0.push(
+        Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(&rls)
+            .arg("--config")
+            .arg(&limits)
+            .args(["--redis", &format!("redis://127.0.0.1:{RLS_REDIS_PORT}")])
+            .args(["--listen", &format!("127.0.0.1:{RLS_PORT}")])
+            .args(["--metrics", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting edge-ratelimit")?,
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    Ok(s)
 }
 
 /// edge.wasm with one section, on the combined request: what each feature costs inside it.
@@ -490,6 +582,11 @@ async fn main() -> Result<()> {
         s.connections
     );
 
+    let _services = if rows.iter().any(|r| r.name.contains("global rule")) {
+        Some(start_services(&std::env::temp_dir().join("edge-bench")).await?)
+    } else {
+        None
+    };
     let mut gateways: Vec<RunningGateway> = Vec::new();
     for r in &rows {
         let gw = r
