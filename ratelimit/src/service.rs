@@ -176,31 +176,49 @@ impl Rls {
     }
 }
 
-/// The gRPC service `envoy.service.ratelimit.v3.RateLimitService`.
-#[derive(Clone)]
-pub struct RlsServer(pub Arc<Rls>);
+/// What answers `ShouldRateLimit`: [`Rls`], or a test double.
+pub trait Handler: Send + Sync + 'static {
+    fn answer(
+        self: Arc<Self>,
+        req: RateLimitRequest,
+    ) -> BoxFuture<RateLimitResponse, tonic::Status>;
+}
 
-impl tonic::server::NamedService for RlsServer {
+impl Handler for Rls {
+    fn answer(
+        self: Arc<Self>,
+        req: RateLimitRequest,
+    ) -> BoxFuture<RateLimitResponse, tonic::Status> {
+        Box::pin(async move { self.should_rate_limit(req).await })
+    }
+}
+
+/// The gRPC service `envoy.service.ratelimit.v3.RateLimitService` around a handler.
+pub struct RlsServer<H: ?Sized = Rls>(pub Arc<H>);
+
+impl<H: ?Sized> Clone for RlsServer<H> {
+    fn clone(&self) -> Self {
+        RlsServer(self.0.clone())
+    }
+}
+
+impl<H: ?Sized> tonic::server::NamedService for RlsServer<H> {
     const NAME: &'static str = edge_common::rls::SERVICE;
 }
 
-struct ShouldRateLimit(Arc<Rls>);
+struct ShouldRateLimit<H: ?Sized>(Arc<H>);
 
-impl tonic::server::UnaryService<RateLimitRequest> for ShouldRateLimit {
+impl<H: Handler + ?Sized> tonic::server::UnaryService<RateLimitRequest> for ShouldRateLimit<H> {
     type Response = RateLimitResponse;
     type Future = BoxFuture<tonic::Response<RateLimitResponse>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<RateLimitRequest>) -> Self::Future {
-        let rls = self.0.clone();
-        Box::pin(async move {
-            rls.should_rate_limit(request.into_inner())
-                .await
-                .map(tonic::Response::new)
-        })
+        let fut = self.0.clone().answer(request.into_inner());
+        Box::pin(async move { fut.await.map(tonic::Response::new) })
     }
 }
 
-impl<B> tower_service::Service<http::Request<B>> for RlsServer
+impl<H: Handler + ?Sized, B> tower_service::Service<http::Request<B>> for RlsServer<H>
 where
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,

@@ -299,3 +299,97 @@ async fn load_once(f: &Fleet, key: &str) -> Vec<LoadReport> {
     });
     futures::future::join_all(runs).await
 }
+
+/// A rate limit service that answers wrongly: two statuses for one descriptor (value `two`), an
+/// `UNKNOWN` code (`unknown`), no status at all (`none`).
+struct BadService;
+
+impl edge_ratelimit::service::Handler for BadService {
+    fn answer(
+        self: std::sync::Arc<Self>,
+        req: edge_common::rls::RateLimitRequest,
+    ) -> tonic::codegen::BoxFuture<edge_common::rls::RateLimitResponse, tonic::Status> {
+        use edge_common::rls::{Code, DescriptorStatus, RateLimitResponse};
+        let value = req
+            .descriptors
+            .first()
+            .and_then(|d| d.entries.first())
+            .map(|e| e.value.clone())
+            .unwrap_or_default();
+        let ok = DescriptorStatus {
+            code: Code::Ok as i32,
+            ..Default::default()
+        };
+        let r = match value.as_str() {
+            "two" => RateLimitResponse {
+                overall_code: Code::Ok as i32,
+                statuses: vec![ok.clone(), ok],
+            },
+            "unknown" => RateLimitResponse {
+                overall_code: Code::Unknown as i32,
+                statuses: vec![DescriptorStatus::default()],
+            },
+            "none" => RateLimitResponse {
+                overall_code: Code::Ok as i32,
+                statuses: vec![],
+            },
+            _ => RateLimitResponse {
+                overall_code: Code::Ok as i32,
+                statuses: vec![ok],
+            },
+        };
+        Box::pin(async move { Ok(r) })
+    }
+}
+
+/// Bad answers from the service: each counted as `failure.bad_answer`, and the failure mode
+/// (`deny` here, no fallback) applies. The service is a local process, so Envoy runs as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_answers_are_counted_and_the_failure_mode_applies() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(edge_ratelimit::service::RlsServer(std::sync::Arc::new(
+                BadService,
+            )))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let config = json!({"rules": [{"name": "fleet", "key": [{"type": "header", "name": "x-key"}],
+        "global": {"cluster": "rls", "domain": "fleet", "timeout_ms": 500, "failure_mode": "deny",
+                   "circuit_breaker": {"failures": 100}}}]});
+    let gw = Gateway::new()
+        .runtime(Runtime::Process)
+        .grpc_cluster("rls", "127.0.0.1", port)
+        .wasm(common::filter("rate_limit", config))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let get = |key: &'static str| {
+        let url = gw.url.clone();
+        async move {
+            edge_tests::client::send(
+                &url,
+                &RequestSpec::get("/").header("x-key", key),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(get("good").await.status, 200, "a good answer lets through");
+    for key in ["two", "unknown", "none"] {
+        let r = get(key).await;
+        assert_eq!(r.status, 429, "{key}: failure_mode deny");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stat = |name: &str| {
+        let gw = &gw;
+        let name = format!("wasmcustom.rate_limit.fleet.{name}");
+        async move { gw.stat(&name).await.ok().flatten() }
+    };
+    assert_eq!(stat("rls.failure.bad_answer").await, Some(3));
+    assert_eq!(stat("rls.ok").await, Some(1));
+    assert_eq!(stat("limited").await, Some(3));
+    server.abort();
+}
