@@ -156,7 +156,7 @@ pub fn echo_binary() -> Result<PathBuf> {
             dir = d.parent();
         }
     }
-    bail!("echo-upstream binary not found near {}: build it with `cargo build -p edge-tests` or set EDGE_ECHO_BIN", exe.display())
+    bail!("echo-upstream binary not found near {}: build it with `cargo build -p edge-echo` (`make test` does) or set EDGE_ECHO_BIN", exe.display())
 }
 
 /// What to start: filters, upstreams, routes, workers. Build it, then [`Gateway::start`].

@@ -3,9 +3,10 @@
 
 pub mod client;
 pub mod config;
-pub mod echo;
 pub mod harness;
 pub mod load;
 
+/// The echo upstream (its own crate, `edge-echo`, so the demo builds it without the harness).
+pub use edge_echo as echo;
 pub use harness::{wasm_path, Gateway, RunningGateway, Runtime, WasmFilter};
 pub use load::{Load, LoadReport};

@@ -11,7 +11,7 @@ pub fn init() {
     ONCE.call_once(|| {
         if std::env::var_os("EDGE_ECHO_BIN").is_none() {
             // SAFETY: set once, before any test thread reads the environment through the harness.
-            unsafe { std::env::set_var("EDGE_ECHO_BIN", env!("CARGO_BIN_EXE_echo-upstream")) };
+            unsafe { std::env::set_var("EDGE_ECHO_BIN", env!("CARGO_BIN_EXE_test-echo-upstream")) };
         }
     });
 }

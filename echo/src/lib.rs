@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -242,4 +243,58 @@ async fn handle(
         resp.headers_mut().insert("x-echo-name", v);
     }
     Ok(resp)
+}
+
+/// `echo-upstream [--listen ADDR] [--name NAME]` (see the binary).
+pub fn cli() -> ExitCode {
+    let mut listen = std::env::var("ECHO_LISTEN").unwrap_or_else(|_| "0.0.0.0:8000".into());
+    let mut name = std::env::var("ECHO_NAME").unwrap_or_else(|_| "echo".into());
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--listen", Some(v)) => listen = v,
+            ("--name", Some(v)) => name = v,
+            _ => {
+                eprintln!("usage: echo-upstream [--listen ADDR] [--name NAME]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let addr: SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("echo-upstream: bad --listen {listen:?}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("echo-upstream: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let (local, _task) = match spawn(addr, &name).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("echo-upstream: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("listening on {local}");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("echo-upstream: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        ExitCode::SUCCESS
+    })
 }
