@@ -123,8 +123,6 @@ run: edge-wasm envoy echo rls redis
 	@ENVOY_BIN=$(ENVOY_BIN) ./envoy/run.sh
 
 compose: build images
-	@mkdir -p target/compose
-	sed -E '/#bind/s/address: 127\.0\.0\.1/address: 0.0.0.0/' envoy/edge.yaml > target/compose/edge.yaml
 	@echo "demo gateway on http://127.0.0.1:8080 (admin http://127.0.0.1:9901); Ctrl-C stops it"
 	ENVOY_IMAGE=$(ENVOY_IMAGE) ECHO_IMAGE=$(ECHO_IMAGE) $(COMPOSE) -f envoy/docker-compose.yaml -p edge-demo up --abort-on-container-exit; \
 	  rc=$$?; $(COMPOSE) -f envoy/docker-compose.yaml -p edge-demo down --remove-orphans >/dev/null 2>&1; exit $$rc

@@ -69,7 +69,7 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstreams 'prod', 'canary', 'n
   for i in \$(seq 8); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/partner/x -H 'x-api-key: k1' -A 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0' -H 'accept: text/html' -H 'accept-language: en'; done; echo   # global limit (RLS + Redis): 5 burst, 3/s, for a browser (curl's own user agent meets the bots rule first)
   curl -s 127.0.0.1:9102/metrics | grep '^edge_ratelimit_answers'
   curl -s 127.0.0.1:9901/stats/prometheus | grep '^rate_limit_'
-  for u in \$(seq 10); do curl -s -o /dev/null -D - 127.0.0.1:8080/ -H "x-user-id: \$u" | grep -i x-echo-name; done   # stages: 90/10 sticky
+  for u in \$(seq 20); do echo -n "user \$u: "; curl -s -o /dev/null -D - 127.0.0.1:8080/ -H "x-user-id: \$u" -A 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0' -H 'accept: text/html' -H 'accept-language: en' | grep -i x-echo-name; done   # stages: 90/10 sticky (user 11 is canary; a browser, as curl's own user agent is rate limited as a bot)
   curl -s -o /dev/null -D - '127.0.0.1:8080/?stage=next' | grep -i x-echo-name                 # stage override (QA)
   curl -s 127.0.0.1:9901/stats/prometheus | grep '^stage_routing_'
   curl -s 127.0.0.1:9901/stats/prometheus | grep -E '^envoy_http_downstream_rq_xx'

@@ -74,6 +74,8 @@ fn complete(snippet: &str) -> Result<String, String> {
         )
     } else if first.starts_with("admin:") || first.starts_with("static_resources:") {
         return Ok(snippet);
+    } else if first == "stats_config:" {
+        return Ok(snippet.clone());
     } else if first == "clusters:" {
         return Ok(format!("static_resources:\n{}", indent(&snippet, 2)));
     } else {

@@ -72,11 +72,21 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
             ))
         }
         _ => {
+            // Envoy passes a `google.protobuf.Struct` configuration (YAML written as a map) as
+            // its protobuf encoding: accept it as the JSON object it stands for.
+            if let Some(v) = struct_pb::to_json(bytes) {
+                return serde_path_to_error::deserialize(v).map_err(|e| {
+                    let field = e.path().to_string();
+                    let field = if field == "." { String::new() } else { field };
+                    ConfigError::new(field, e.into_inner().to_string())
+                });
+            }
             return Err(ConfigError::new(
                 "",
-                "must be a JSON object (`{...}`) given as a string: in Envoy YAML, \
-                 `configuration: {\"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{...}'}`",
-            ))
+                "must be a JSON object: in Envoy YAML, either a string \
+                 (`configuration: {\"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{...}'}`) \
+                 or a map (`configuration: {\"@type\": type.googleapis.com/google.protobuf.Struct, value: {...}}`)",
+            ));
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -337,5 +347,126 @@ mod tests {
             ConfigError::new("", "bad").to_string(),
             "invalid configuration: (root): bad"
         );
+    }
+}
+
+/// `google.protobuf.Struct`, as Envoy hands a Struct-typed plugin configuration over: its
+/// protobuf encoding, decoded here into the JSON value it stands for.
+mod struct_pb {
+    use std::collections::BTreeMap;
+
+    use prost::Message;
+    use serde_json::{Map, Number, Value};
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Struct {
+        #[prost(btree_map = "string, message", tag = "1")]
+        pub fields: BTreeMap<String, PValue>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct PValue {
+        #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+        pub kind: Option<Kind>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(int32, tag = "1")]
+        Null(i32),
+        #[prost(double, tag = "2")]
+        Number(f64),
+        #[prost(string, tag = "3")]
+        Str(String),
+        #[prost(bool, tag = "4")]
+        Bool(bool),
+        #[prost(message, tag = "5")]
+        Struct(Struct),
+        #[prost(message, tag = "6")]
+        List(List),
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct List {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<PValue>,
+    }
+
+    /// The JSON object a Struct encodes; `None` if `bytes` is not one (or is empty).
+    pub fn to_json(bytes: &[u8]) -> Option<Value> {
+        let s = Struct::decode(bytes).ok()?;
+        if s.fields.is_empty() {
+            return None;
+        }
+        Some(object(s))
+    }
+
+    fn object(s: Struct) -> Value {
+        Value::Object(
+            s.fields
+                .into_iter()
+                .map(|(k, v)| (k, value(v)))
+                .collect::<Map<String, Value>>(),
+        )
+    }
+
+    fn value(v: PValue) -> Value {
+        match v.kind {
+            None | Some(Kind::Null(_)) => Value::Null,
+            // YAML numbers arrive as doubles: whole ones become integers, so `100` fits a count.
+            Some(Kind::Number(n)) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+                Value::Number(Number::from(n as i64))
+            }
+            Some(Kind::Number(n)) => Number::from_f64(n).map_or(Value::Null, Value::Number),
+            Some(Kind::Str(s)) => Value::String(s),
+            Some(Kind::Bool(b)) => Value::Bool(b),
+            Some(Kind::Struct(s)) => object(s),
+            Some(Kind::List(l)) => Value::Array(l.values.into_iter().map(value).collect()),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_struct_decodes_to_its_json_object() {
+            let num = |n: f64| PValue {
+                kind: Some(Kind::Number(n)),
+            };
+            let mut inner = BTreeMap::new();
+            inner.insert(
+                "unit".to_string(),
+                PValue {
+                    kind: Some(Kind::Str("second".into())),
+                },
+            );
+            inner.insert("requests_per_unit".to_string(), num(100.0));
+            let mut fields = BTreeMap::new();
+            fields.insert(
+                "rules".to_string(),
+                PValue {
+                    kind: Some(Kind::List(List {
+                        values: vec![PValue {
+                            kind: Some(Kind::Struct(Struct { fields: inner })),
+                        }],
+                    })),
+                },
+            );
+            fields.insert("ratio".to_string(), num(0.5));
+            fields.insert(
+                "on".to_string(),
+                PValue {
+                    kind: Some(Kind::Bool(true)),
+                },
+            );
+            let bytes = Struct { fields }.encode_to_vec();
+            assert_eq!(
+                to_json(&bytes),
+                Some(serde_json::json!({"on": true, "ratio": 0.5,
+                    "rules": [{"requests_per_unit": 100, "unit": "second"}]}))
+            );
+            assert_eq!(to_json(b"\xff\xff"), None);
+        }
     }
 }
