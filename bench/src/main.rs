@@ -38,14 +38,17 @@ const FLOOR: &str = "no filter";
 /// The Proxy-Wasm floor, a second reference column.
 const WASM_FLOOR: &str = "no-op Wasm filter";
 
+/// Envoy as every row runs it: a process with one worker pinned to CPU 0.
+fn bench_gateway() -> Gateway {
+    Gateway::new()
+        .runtime(Runtime::Process)
+        .workers(1)
+        .cpu_list("0")
+        .log_level("warning")
+}
+
 fn rows() -> Vec<Row> {
-    let base = || {
-        Gateway::new()
-            .runtime(Runtime::Process)
-            .workers(1)
-            .cpu_list("0")
-            .log_level("warning")
-    };
+    let base = bench_gateway;
     let wasm = |name: &str| edge_tests::wasm_path(name);
     vec![
         Row {
@@ -292,11 +295,7 @@ fn global_row(name: &'static str, batch: u32) -> Row {
     });
     Row {
         name,
-        gateway: Gateway::new()
-            .runtime(Runtime::Process)
-            .workers(1)
-            .cpu_list("0")
-            .log_level("warning")
+        gateway: bench_gateway()
             .grpc_cluster("rls", "127.0.0.1", RLS_PORT)
             .wasm(WasmFilter::new(
                 "rate_limit",
@@ -367,12 +366,7 @@ fn edge_only(name: &'static str, section: &str, config: serde_json::Value) -> Ro
     c[section] = config;
     Row {
         name,
-        gateway: Gateway::new()
-            .runtime(Runtime::Process)
-            .workers(1)
-            .cpu_list("0")
-            .log_level("warning")
-            .wasm(WasmFilter::new("edge", edge_tests::wasm_path("edge"), c)),
+        gateway: bench_gateway().wasm(WasmFilter::new("edge", edge_tests::wasm_path("edge"), c)),
         path: combined_path(),
         headers: combined_headers(),
         reference: Some(SAME_REQUEST),

@@ -166,6 +166,17 @@ impl RateLimit {
     }
 }
 
+/// The global rule a request is at: the rule, its service settings and counters, its index, the
+/// key's fingerprint.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    rule: &'a Rule,
+    g: &'a Global,
+    gm: &'a GlobalMetrics,
+    i: usize,
+    fp: u64,
+}
+
 impl RateLimit {
     fn count(&self, host: &impl Host, v: &RuleVerdict) {
         let shadow = self.cfg.mode == Mode::Shadow;
@@ -278,7 +289,7 @@ impl RateLimit {
             .unwrap_or(false);
         if open {
             host.count(gm.breaker_open, 1);
-            return self.fall_back(host, rule, g, gm, i, fp, now, report);
+            return self.fall_back(host, &At { rule, g, gm, i, fp }, now, report);
         }
         let body = global::request(g, entries, g.batch);
         match host.grpc_call(
@@ -297,23 +308,25 @@ impl RateLimit {
                 });
                 Decision::Pause
             }
-            Err(_) => self.failed(host, rule, g, gm, i, fp, Failure::Unavailable, now, report),
+            Err(_) => self.failed(
+                host,
+                &At { rule, g, gm, i, fp },
+                Failure::Unavailable,
+                now,
+                report,
+            ),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn failed(
         &self,
         host: &impl Host,
-        rule: &Rule,
-        g: &Global,
-        gm: &GlobalMetrics,
-        i: usize,
-        fp: u64,
+        at: &At<'_>,
         why: Failure,
         now: u64,
         report: &mut Report,
     ) -> Decision {
+        let At { rule, g, gm, i, .. } = *at;
         host.count(
             match why {
                 Failure::Timeout => gm.timeout,
@@ -328,22 +341,12 @@ impl RateLimit {
                 b.failed(host, &rule.name, g, why, now);
             }
         }
-        self.fall_back(host, rule, g, gm, i, fp, now, report)
+        self.fall_back(host, at, now, report)
     }
 
     /// The service failed (or its breaker is open): the fallback bucket, or `failure_mode`.
-    #[allow(clippy::too_many_arguments)]
-    fn fall_back(
-        &self,
-        host: &impl Host,
-        rule: &Rule,
-        g: &Global,
-        gm: &GlobalMetrics,
-        i: usize,
-        fp: u64,
-        now: u64,
-        report: &mut Report,
-    ) -> Decision {
+    fn fall_back(&self, host: &impl Host, at: &At<'_>, now: u64, report: &mut Report) -> Decision {
+        let At { rule, g, gm, i, fp } = *at;
         let v = if g.fallback {
             host.count(gm.fallback, 1);
             let Ok(mut leases) = self.leases.try_borrow_mut() else {
@@ -485,7 +488,16 @@ impl Feature for RateLimit {
         };
         let a = match answer {
             Ok(a) => a,
-            Err(why) => return self.failed(host, rule, g, gm, p.rule, p.fp, why, now, report),
+            Err(why) => {
+                let at = At {
+                    rule,
+                    g,
+                    gm,
+                    i: p.rule,
+                    fp: p.fp,
+                };
+                return self.failed(host, &at, why, now, report);
+            }
         };
         if let Ok(mut b) = self.breakers.try_borrow_mut() {
             if let Some(b) = b.get_mut(p.rule) {

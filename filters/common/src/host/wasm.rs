@@ -287,15 +287,15 @@ struct Http<F: Feature> {
     went_upstream: bool,
 }
 
-impl<F: Feature> Context for Http<F> {
-    fn on_grpc_call_response(&mut self, token: u32, status: u32, message: usize) {
+impl<F: Feature> Http<F> {
+    /// A request's callout answered: the feature decides; `Continue` resumes the request.
+    fn call_answered(&mut self, token: u32, response: CallResponse) {
         let Some(f) = self.feature.clone() else {
             return;
         };
         let host = WasmHost {
             counters: &self.counters,
         };
-        let response = CallResponse::Grpc { status, message };
         if f.on_request_call_response(&host, &mut self.state, token, response) == Decision::Continue
         {
             self.went_upstream = true;
@@ -307,25 +307,15 @@ impl<F: Feature> Context for Http<F> {
             }
         }
     }
+}
+
+impl<F: Feature> Context for Http<F> {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, message: usize) {
+        self.call_answered(token, CallResponse::Grpc { status, message });
+    }
 
     fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, _: usize) {
-        let Some(f) = self.feature.clone() else {
-            return;
-        };
-        let host = WasmHost {
-            counters: &self.counters,
-        };
-        let response = CallResponse::Http { headers, body };
-        if f.on_request_call_response(&host, &mut self.state, token, response) == Decision::Continue
-        {
-            self.went_upstream = true;
-            if hostcalls::resume_http_request().is_err() {
-                host.log(
-                    LogLevel::Error,
-                    "could not resume a request after its callout",
-                );
-            }
-        }
+        self.call_answered(token, CallResponse::Http { headers, body });
     }
 }
 
