@@ -25,6 +25,29 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Names why a poll got status `status`: Envoy answers a callout it could not complete with a
+/// local reply (504 `upstream request timeout`, 503 `no healthy upstream` or `upstream connect
+/// error ... reset reason: ...`), which says more than the status.
+pub fn failure_cause(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body.get(..512).unwrap_or(body));
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("upstream request timeout") {
+        return format!("timeout (status {status}: no answer within timeout_ms)");
+    }
+    if lower.starts_with("no healthy upstream") {
+        return format!("no healthy upstream (status {status}: the cluster has no endpoint up)");
+    }
+    if lower.contains("connection refused") {
+        return format!("connection refused (status {status})");
+    }
+    if let Some((_, reason)) = lower.split_once("reset reason: ") {
+        let reason = reason.split(',').next().unwrap_or(reason).trim();
+        return format!("connection failed: {reason} (status {status})");
+    }
+    format!("status {status} from the control plane")
+}
+
 #[derive(Debug, Clone)]
 pub struct Poller {
     pub etag: Option<String>,
@@ -136,7 +159,7 @@ impl Poller {
                     e.message
                 )),
             },
-            Some(s) => Outcome::Failed(format!("status {s}")),
+            Some(s) => Outcome::Failed(failure_cause(s, r.body)),
         };
         match outcome {
             Outcome::Failed(_) => self.fail(cp, now_ms, noise),
@@ -298,5 +321,30 @@ mod tests {
         assert_eq!(p.failures(), 0);
         assert_eq!(p.next_at_ms(), 31_007, "interval plus jitter");
         assert_eq!(p.etag, None);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn failures_name_their_cause() {
+        assert_eq!(
+            failure_cause(504, b"upstream request timeout"),
+            "timeout (status 504: no answer within timeout_ms)"
+        );
+        assert_eq!(
+            failure_cause(503, b"no healthy upstream"),
+            "no healthy upstream (status 503: the cluster has no endpoint up)"
+        );
+        assert_eq!(
+            failure_cause(503, b"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: Connection refused"),
+            "connection refused (status 503)"
+        );
+        assert_eq!(
+            failure_cause(503, b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+            "connection failed: connection termination (status 503)"
+        );
+        assert_eq!(
+            failure_cause(500, b"oops"),
+            "status 500 from the control plane"
+        );
     }
 }
