@@ -558,6 +558,16 @@ async fn control_plane_updates_live_and_keeps_the_last_good_data() {
         gw.logs().contains("control plane poll failed"),
         "no log line for failures"
     );
+    // The timeout is named as such, not as a bare status.
+    assert!(
+        gw.logs().contains("control plane poll failed: timeout"),
+        "the timeout is not named: {}",
+        gw.logs()
+            .lines()
+            .filter(|l| l.contains("poll failed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Recovery, including the override kill switch from the control plane.
     script(
