@@ -14,6 +14,7 @@ use crate::category::Category;
 use crate::ua::{UaMatcher, UserPattern};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Pass the request untouched (client-sent copies of our headers are still removed).
@@ -37,6 +38,7 @@ impl Action {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -72,6 +74,7 @@ fn default_action() -> Action {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPattern {
     pub category: Category,
@@ -81,6 +84,7 @@ pub struct RawPattern {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawVerifiedBot {
     pub name: String,
@@ -95,11 +99,13 @@ pub struct RawVerifiedBot {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublishedRanges {
     pub prefixes: Vec<PublishedPrefix>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PublishedPrefix {
     #[serde(rename = "ipv4Prefix")]
     pub ipv4: Option<String>,
@@ -108,6 +114,7 @@ pub struct PublishedPrefix {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAnomalies {
     pub enabled: bool,
@@ -125,6 +132,7 @@ impl Default for RawAnomalies {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawFingerprint {
     /// Request header carrying the JA3/JA4 fingerprint (set by an earlier filter).
@@ -138,6 +146,7 @@ pub struct RawFingerprint {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicyRule {
     #[serde(default)]
@@ -150,6 +159,7 @@ pub struct RawPolicyRule {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBlock {
     pub status: u16,
@@ -168,6 +178,7 @@ impl Default for RawBlock {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHeaders {
     pub score: String,

@@ -10,6 +10,7 @@ use crate::schemes::google;
 use crate::schemes::secure_link::{self, Part};
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -37,6 +38,7 @@ fn default_expired_status() -> u16 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: String,
@@ -63,6 +65,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawScheme {
     AkamaiEdgeauth {
@@ -103,6 +106,7 @@ pub enum RawScheme {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawSign {
     AkamaiEdgeauth {
@@ -179,6 +183,7 @@ fn default_expires_param() -> String {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawAkamaiKey {
     pub hex: String,
@@ -191,6 +196,7 @@ fn default_algorithm() -> String {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Location {
     #[default]

@@ -102,6 +102,7 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
 /// Every filter's `mode`: `enforce` acts on its decision; `shadow` computes, counts and logs it but
 /// never changes a request or response (each filter's README says what it would have done).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
@@ -205,6 +206,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     #[derive(Debug, Deserialize, PartialEq)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
     #[serde(deny_unknown_fields)]
     struct Bucket {
         rate: u32,
@@ -213,6 +215,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize, PartialEq)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
     #[serde(deny_unknown_fields)]
     struct Rule {
         name: String,
@@ -220,6 +223,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize, PartialEq, Default)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
     #[serde(deny_unknown_fields)]
     struct Root {
         #[serde(default)]

@@ -224,6 +224,7 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// How a filter treats a request whose path is not canonical under one of its path conditions,
 /// and how it compares letters (the `paths` section of a filter's config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PathPolicy {
     /// `reject` (400, the default) or `forward_canonical` (rewrite `:path` to the canonical form
@@ -246,6 +247,7 @@ impl Default for PathPolicy {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NonCanonical {
     #[default]

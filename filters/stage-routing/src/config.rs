@@ -16,8 +16,9 @@ pub const BUCKETS: u32 = 10_000;
 pub const MAX_STAGES: usize = 32;
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub struct RawConfig {
     #[serde(default)]
     mode: Mode,
     stages: Vec<RawStage>,
@@ -46,6 +47,7 @@ struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawStage {
     name: String,
@@ -53,6 +55,7 @@ struct RawStage {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum RawKey {
     Cookie { name: String },
@@ -69,6 +72,7 @@ fn default_stage_header() -> String {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawOverrides {
     #[serde(default = "yes")]
@@ -89,6 +93,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawAllowlist {
     stage: String,
@@ -99,6 +104,7 @@ struct RawAllowlist {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawPin {
     #[serde(default = "default_pin_name")]
@@ -121,6 +127,7 @@ struct RawPin {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum RawSecrets {
     One(String),
@@ -144,6 +151,7 @@ fn default_same_site() -> String {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawControlPlane {
     cluster: String,
@@ -505,8 +513,9 @@ impl Config {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct RawStageData {
+pub struct RawStageData {
     version: u64,
     stages: Vec<RawStage>,
     #[serde(default)]
