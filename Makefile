@@ -31,11 +31,11 @@ SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
 
-.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build edge-wasm echo rls images run compose fleet test test-unit \
+.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build edge-wasm echo rls images run compose fleet release test test-unit \
         test-v8 test-integration bench fuzz fmt lint sweep clean
 
 help:
-	@echo "make run | test | bench | build | images | compose | fleet | setup | fmt | lint | sweep | clean"
+	@echo "make run | test | bench | build | images | compose | fleet | release | setup | fmt | lint | sweep | clean"
 
 ## ---------------------------------------------------------------- setup (idempotent)
 setup: toolchain envoy bench-tools wasm-bindgen bot-corpora redis
@@ -132,6 +132,10 @@ fleet: build images
 	@echo "fleet: Envoys on http://127.0.0.1:18081-18083, rate limit service metrics on http://127.0.0.1:9102/metrics; Ctrl-C stops it"
 	$(COMPOSE) -f envoy/fleet/docker-compose.yaml -p edge-fleet up --abort-on-container-exit; \
 	  rc=$$?; $(COMPOSE) -f envoy/fleet/docker-compose.yaml -p edge-fleet down --remove-orphans >/dev/null 2>&1; exit $$rc
+
+# A versioned bundle in dist/ (modules, edge-ratelimit, schemas, examples, docs, SHA256SUMS).
+release: build rls
+	@./tools/release.sh
 
 ## ---------------------------------------------------------------- test
 # Integration tests use containers when a Docker engine answers (EDGE_ENVOY_RUNTIME=container makes
