@@ -160,6 +160,11 @@ impl Feature for BotDetection {
     }
 }
 
+/// The signals of a request's headers, as the filter reads them (for tools such as `classify`).
+pub fn signals<'a>(h: &HeaderMapView<'a>) -> Signals<'a> {
+    scan(h, &Default::default(), None).0
+}
+
 /// One pass over the request headers: the signals, and a bit per header of ours the client sent.
 fn scan<'a>(
     h: &HeaderMapView<'a>,
