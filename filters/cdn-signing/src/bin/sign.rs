@@ -1,5 +1,6 @@
 //! `cargo run -p cdn-signing --bin sign -- <scheme> [options]`: mints signed URLs and tokens, for
-//! testing a setup. Prints the token or URL on stdout.
+//! testing a setup. Prints the token or URL on stdout. `sign --help` and `sign <scheme> --help`
+//! list the options:
 //!
 //!   sign akamai  --key HEX [--algorithm sha256|sha1|md5] (--acl ACL | --url PATH) [--start UNIX]
 //!                (--exp UNIX | --ttl SECONDS) [--ip IP] [--id ID] [--data DATA] [--salt SALT] [--escape-early]
@@ -11,136 +12,275 @@
 //! `--ttl` counts from now. CloudFront uses a canned policy for `--url` unless `--resource`,
 //! `--start` or `--ip` asks for a custom one; `--cookie` prints `CloudFront-*` cookies instead. The nginx form prints the `md5`/`expires` query to append to the URI.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cdn_signing::schemes::{akamai, cloudfront, google, secure_link};
+use clap::{Args, Parser, Subcommand};
 
-fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("sign: {e}");
-            ExitCode::from(2)
+/// Mints signed URLs and tokens the cdn-signing filter verifies, for testing a setup. Prints the
+/// token, URL, cookie or query on stdout.
+#[derive(Parser, Debug)]
+#[command(name = "sign", version)]
+struct Cli {
+    #[command(subcommand)]
+    scheme: Scheme,
+}
+
+/// When the token expires: exactly one of `--exp` and `--ttl`.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Expiry {
+    /// Expiry, Unix seconds.
+    #[arg(long)]
+    exp: Option<u64>,
+    /// Lifetime in seconds from now.
+    #[arg(long)]
+    ttl: Option<u64>,
+}
+
+impl Expiry {
+    fn at(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match (self.exp, self.ttl) {
+            (Some(e), _) => e,
+            (None, Some(t)) => now.saturating_add(t),
+            (None, None) => now,
         }
     }
 }
 
-fn run(args: Vec<String>) -> Result<String, String> {
-    let (scheme, rest) = args.split_first().ok_or(
-        "usage: sign akamai|google|cloudfront|nginx [options] (see --help in the source header)",
-    )?;
-    let mut opts: HashMap<&str, String> = HashMap::new();
-    let mut flags: Vec<&str> = Vec::new();
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        let name = a
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {a:?}"))?;
-        match name {
-            "escape-early" | "cookie" | "sha256" => flags.push(name),
-            _ => {
-                let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-                opts.insert(name, v.clone());
+#[derive(Subcommand, Debug)]
+enum Scheme {
+    /// Akamai EdgeAuth token (`st=..~exp=..~acl=..~hmac=..`).
+    Akamai {
+        /// The key, hex.
+        #[arg(long)]
+        key: String,
+        /// sha256, sha1 or md5.
+        #[arg(long, default_value = "sha256")]
+        algorithm: String,
+        /// ACL the token grants (`/videos/*`, several joined with `!`).
+        #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+        acl: Option<String>,
+        /// A single URL path the token grants.
+        #[arg(long)]
+        url: Option<String>,
+        /// Start, Unix seconds.
+        #[arg(long)]
+        start: Option<u64>,
+        #[command(flatten)]
+        expiry: Expiry,
+        /// Bind the token to this client IP.
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        salt: Option<String>,
+        /// Escape the fields before signing (EdgeAuth's escape_early).
+        #[arg(long)]
+        escape_early: bool,
+    },
+    /// Google Cloud CDN signed URL, URL prefix or cookie.
+    Google {
+        #[arg(long)]
+        key_name: String,
+        /// The key, base64url.
+        #[arg(long)]
+        key: String,
+        /// Sign this URL.
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        url: Option<String>,
+        /// Sign this URL prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// With --prefix: print a `Cloud-CDN-Cookie` instead.
+        #[arg(long, requires = "prefix")]
+        cookie: bool,
+        #[command(flatten)]
+        expiry: Expiry,
+    },
+    /// CloudFront signed URL or cookies (canned policy, or custom with --resource/--start/--ip).
+    Cloudfront {
+        #[arg(long)]
+        key_pair_id: String,
+        /// PEM file of the RSA private key.
+        #[arg(long)]
+        private_key: String,
+        #[arg(long)]
+        url: String,
+        /// Resource pattern of a custom policy (default: the URL).
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        start: Option<u64>,
+        /// Client CIDR of a custom policy.
+        #[arg(long)]
+        ip: Option<String>,
+        /// RSA-SHA256 signatures (CloudFront's newer hash), else SHA-1.
+        #[arg(long)]
+        sha256: bool,
+        /// Print `CloudFront-*` cookies instead of a URL.
+        #[arg(long)]
+        cookie: bool,
+        #[command(flatten)]
+        expiry: Expiry,
+    },
+    /// nginx secure_link: the `md5=..&expires=..` query to append to the URI.
+    Nginx {
+        /// The secure_link_md5 expression, e.g. `$secure_link_expires$uri$remote_addr secret`.
+        #[arg(long)]
+        expression: String,
+        #[arg(long)]
+        uri: String,
+        #[arg(long, default_value = "")]
+        remote_addr: String,
+        #[arg(long, default_value = "")]
+        host: String,
+        /// HMAC key (the filter's HMAC variant), else MD5.
+        #[arg(long)]
+        hmac_key: Option<String>,
+        #[command(flatten)]
+        expiry: Expiry,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::try_parse() {
+        Err(e) => e.exit(),
+        Ok(cli) => match mint(cli.scheme) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("sign: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
-    let get = |k: &str| opts.get(k).map(String::as_str);
-    let need = |k: &str| get(k).ok_or_else(|| format!("--{k} is required"));
-    let num = |k: &str| -> Result<Option<u64>, String> {
-        get(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("--{k} must be a number"))
-            })
-            .transpose()
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let exp = match (num("exp")?, num("ttl")?) {
-        (Some(e), None) => e,
-        (None, Some(t)) => now + t,
-        _ => return Err("give exactly one of --exp or --ttl".into()),
-    };
-    match scheme.as_str() {
-        "akamai" => {
-            let key = akamai::decode_hex_key(need("key")?)
-                .ok_or("--key must be an even number of hex digits")?;
-            let alg = akamai::Algorithm::parse(get("algorithm").unwrap_or("sha256"))
-                .ok_or("--algorithm: sha256, sha1 or md5")?;
-            if get("acl").is_some() == get("url").is_some() {
-                return Err("give exactly one of --acl or --url".into());
-            }
+}
+
+/// Parses `args` (without the program name) and mints (tests).
+#[cfg(test)]
+fn run(args: Vec<String>) -> Result<String, String> {
+    let cli = Cli::try_parse_from(std::iter::once("sign".to_string()).chain(args))
+        .map_err(|e| e.to_string())?;
+    mint(cli.scheme)
+}
+
+fn mint(scheme: Scheme) -> Result<String, String> {
+    match scheme {
+        Scheme::Akamai {
+            key,
+            algorithm,
+            acl,
+            url,
+            start,
+            expiry,
+            ip,
+            id,
+            data,
+            salt,
+            escape_early,
+        } => {
+            let key =
+                akamai::decode_hex_key(&key).ok_or("--key must be an even number of hex digits")?;
+            let alg =
+                akamai::Algorithm::parse(&algorithm).ok_or("--algorithm: sha256, sha1 or md5")?;
             let spec = akamai::TokenSpec {
-                ip: get("ip"),
-                start: num("start")?,
-                exp,
-                acl: get("acl"),
-                url: get("url"),
-                id: get("id"),
-                data: get("data"),
-                salt: get("salt"),
-                escape_early: flags.contains(&"escape-early"),
+                ip: ip.as_deref(),
+                start,
+                exp: expiry.at(),
+                acl: acl.as_deref(),
+                url: url.as_deref(),
+                id: id.as_deref(),
+                data: data.as_deref(),
+                salt: salt.as_deref(),
+                escape_early,
             };
             Ok(akamai::generate(&key, alg, &spec))
         }
-        "google" => {
-            let key = google::decode_key(need("key")?).ok_or("--key must be base64url")?;
-            let name = need("key-name")?;
-            match (get("url"), get("prefix")) {
-                (Some(url), None) => Ok(google::sign_url(url, name, &key, exp)),
-                (None, Some(p)) if flags.contains(&"cookie") => Ok(format!(
+        Scheme::Google {
+            key_name,
+            key,
+            url,
+            prefix,
+            cookie,
+            expiry,
+        } => {
+            let key = google::decode_key(&key).ok_or("--key must be base64url")?;
+            let exp = expiry.at();
+            match (url, prefix) {
+                (Some(url), _) => Ok(google::sign_url(&url, &key_name, &key, exp)),
+                (None, Some(p)) if cookie => Ok(format!(
                     "Cloud-CDN-Cookie={}",
-                    google::sign_cookie(p, name, &key, exp)
+                    google::sign_cookie(&p, &key_name, &key, exp)
                 )),
-                (None, Some(p)) => Ok(google::sign_prefix(p, name, &key, exp)),
-                _ => Err("give exactly one of --url or --prefix".into()),
+                (None, Some(p)) => Ok(google::sign_prefix(&p, &key_name, &key, exp)),
+                (None, None) => Err("give --url or --prefix".into()),
             }
         }
-        "cloudfront" => {
-            let path = need("private-key")?;
-            let pem =
-                std::fs::read_to_string(path).map_err(|e| format!("--private-key {path}: {e}"))?;
+        Scheme::Cloudfront {
+            key_pair_id,
+            private_key,
+            url,
+            resource,
+            start,
+            ip,
+            sha256,
+            cookie,
+            expiry,
+        } => {
+            let pem = std::fs::read_to_string(&private_key)
+                .map_err(|e| format!("--private-key {private_key}: {e}"))?;
             let key = cloudfront::parse_private_key(&pem)?;
-            let signer =
-                cloudfront::CfSigner::new(need("key-pair-id")?, key, flags.contains(&"sha256"));
-            let url = need("url")?;
-            let start = num("start")?;
-            let custom = get("resource").is_some() || start.is_some() || get("ip").is_some();
+            let signer = cloudfront::CfSigner::new(&key_pair_id, key, sha256);
+            let exp = expiry.at();
+            let custom = resource.is_some() || start.is_some() || ip.is_some();
             let policy = custom.then(|| {
-                cloudfront::custom_policy(get("resource").unwrap_or(url), exp, start, get("ip"))
+                cloudfront::custom_policy(
+                    resource.as_deref().unwrap_or(&url),
+                    exp,
+                    start,
+                    ip.as_deref(),
+                )
             });
-            if flags.contains(&"cookie") {
+            if cookie {
                 let cookies: Vec<String> = signer
-                    .fields(url, exp, policy.as_deref())
+                    .fields(&url, exp, policy.as_deref())
                     .into_iter()
                     .map(|(k, v)| format!("CloudFront-{k}={v}"))
                     .collect();
                 Ok(cookies.join("; "))
             } else {
-                Ok(signer.sign_url(url, exp, policy.as_deref()))
+                Ok(signer.sign_url(&url, exp, policy.as_deref()))
             }
         }
-        "nginx" => {
-            let parts = secure_link::parse_template(need("expression")?)?;
-            let expires = exp.to_string();
+        Scheme::Nginx {
+            expression,
+            uri,
+            remote_addr,
+            host,
+            hmac_key,
+            expiry,
+        } => {
+            let parts = secure_link::parse_template(&expression)?;
+            let expires = expiry.at().to_string();
             let vars = secure_link::Vars {
                 expires: &expires,
-                uri: need("uri")?,
-                remote_addr: get("remote-addr").unwrap_or(""),
-                host: get("host").unwrap_or(""),
+                uri: &uri,
+                remote_addr: &remote_addr,
+                host: &host,
             };
-            let token = secure_link::token(&parts, &vars, get("hmac-key").map(str::as_bytes));
+            let token = secure_link::token(&parts, &vars, hmac_key.as_deref().map(str::as_bytes));
             Ok(format!("md5={token}&expires={expires}"))
         }
-        other => Err(format!(
-            "unknown scheme {other:?}: akamai, google, cloudfront or nginx"
-        )),
     }
 }
 
@@ -184,9 +324,9 @@ mod tests {
             "google --key-name k --key nZtRohdNF9m3cKM24IcK4w== --url u"
         ))
         .unwrap_err()
-        .contains("--exp or --ttl"));
+        .contains("--exp <EXP>|--ttl <TTL>"));
         assert!(run(args("fastly --exp 1"))
             .unwrap_err()
-            .contains("unknown scheme"));
+            .contains("unrecognized subcommand 'fastly'"));
     }
 }
