@@ -165,6 +165,10 @@ pub struct RawBlock {
     pub status: u16,
     pub body: String,
     pub content_type: String,
+    /// Also tell the client why: `x-bot-reason: <category>` on block responses. Off by default:
+    /// it tells a scraper which signal caught it (the access log has it anyway, in the response
+    /// code details).
+    pub reason_header: bool,
 }
 
 impl Default for RawBlock {
@@ -173,6 +177,7 @@ impl Default for RawBlock {
             status: 403,
             body: "forbidden\n".into(),
             content_type: "text/plain; charset=utf-8".into(),
+            reason_header: false,
         }
     }
 }
@@ -212,6 +217,8 @@ pub struct Config {
     pub block_status: u32,
     pub block_body: String,
     pub block_content_type: String,
+    /// `x-bot-reason: <category>` on block responses.
+    pub block_reason_header: bool,
     /// Header names: score, category, name, verified (lowercase).
     pub headers: [String; 4],
 }
@@ -443,6 +450,7 @@ impl Config {
             block_status: u32::from(b.status),
             block_body: b.body,
             block_content_type: b.content_type,
+            block_reason_header: b.reason_header,
             headers,
         })
     }

@@ -148,10 +148,17 @@ impl Feature for BotDetection {
                 Decision::Continue
             }
             Action::Block => {
+                let category = v.category.as_str();
+                let content_type = ("content-type", cfg.block_content_type.as_str());
+                let headers: &[(&str, &str)] = if cfg.block_reason_header {
+                    &[content_type, ("x-bot-reason", category)]
+                } else {
+                    &[content_type]
+                };
                 host.send_reply(
                     v.status,
-                    &format!("bot_detection.block.{}", v.category.as_str()),
-                    &[("content-type", cfg.block_content_type.as_str())],
+                    &format!("bot_detection.block.{category}"),
+                    headers,
                     v.body.as_bytes(),
                 );
                 Decision::Replied
@@ -283,9 +290,25 @@ mod tests {
         assert_eq!((r.status, r.text().as_str()), (403, "forbidden\n"));
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
         assert_eq!(r.details, "bot_detection.block.impersonator");
+        assert_eq!(
+            r.header("x-bot-reason"),
+            None,
+            "no reason for the client by default"
+        );
         assert_eq!(h.metric("bot_detection.verified"), Some(1));
         assert_eq!(h.metric("bot_detection.action.block"), Some(1));
         assert_eq!(h.metric("bot_detection.action.tag"), Some(1));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn block_reason_header_when_configured() {
+        let (f, h) = configure::<BotDetection>(r#"{"block_response": {"reason_header": true}}"#);
+        send(&h, "sqlmap/1.8", "203.0.113.9:1", &[]);
+        assert_eq!(run(&f, &h).decision, Decision::Replied);
+        let r = h.reply().unwrap();
+        assert_eq!((r.status, r.header("x-bot-reason")), (403, Some("scanner")));
+        assert_eq!(r.details, "bot_detection.block.scanner");
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
