@@ -31,7 +31,7 @@ SUDO           := $(if $(filter 0,$(shell id -u)),,sudo)
 COMPOSE        := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export EDGE_ENVOY_RUNTIME
 
-.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build edge-wasm echo rls images run compose fleet release test test-unit \
+.PHONY: help setup toolchain envoy bench-tools wasm-bindgen bot-corpora redis build edge-wasm echo rls tools images run compose fleet release test test-unit \
         test-v8 test-integration bench fuzz fmt lint sweep clean
 
 help:
@@ -107,6 +107,10 @@ echo: toolchain
 rls: toolchain
 	$(TOOLS_BUILD) -p edge-ratelimit --bin edge-ratelimit
 
+# Both tools in one cargo run, so their shared dependencies build in parallel once.
+tools: toolchain
+	$(TOOLS_BUILD) -p edge-echo --bin echo-upstream -p edge-ratelimit --bin edge-ratelimit
+
 # The demo needs edge.wasm only.
 edge-wasm: toolchain
 	cargo build --release --target wasm32-wasip1 --lib -p edge
@@ -119,7 +123,7 @@ images: envoy echo rls redis
 	@./envoy/image/ensure-image.sh $(REDIS_IMAGE) $$(command -v redis-server) redis-server 6379
 
 ## ---------------------------------------------------------------- run
-run: edge-wasm envoy echo rls redis
+run: edge-wasm envoy tools redis
 	@ENVOY_BIN=$(ENVOY_BIN) ./envoy/run.sh
 
 compose: build images
