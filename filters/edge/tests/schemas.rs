@@ -56,9 +56,8 @@ fn committed_schemas_match_the_config_types() {
     );
 }
 
-/// The schemas describe what the filters accept: the demo's configuration of each section, and a
-/// configuration the filter refuses for an unknown field is refused by the schema's
-/// `additionalProperties: false` too.
+/// The schemas refuse what the filters refuse for shape: unknown fields
+/// (`additionalProperties: false`) and a missing required field.
 #[test]
 fn schemas_refuse_unknown_fields() {
     let s = serde_json::to_value(schema_for!(rate_limit::config::RawConfig)).unwrap();

@@ -234,6 +234,7 @@ impl RateLimit {
     }
 
     /// A global rule applies: the cache, the breaker, or a call to the rate limit service.
+    #[allow(clippy::too_many_arguments)]
     fn ask(
         &self,
         host: &impl Host,
@@ -241,6 +242,7 @@ impl RateLimit {
         view: &dyn RequestView,
         i: usize,
         fp: u64,
+        now: u64,
         report: &mut Report,
     ) -> Decision {
         let (Some(rule), Some(Some(gm))) = (self.cfg.rules.get(i), self.global.get(i)) else {
@@ -252,7 +254,6 @@ impl RateLimit {
         let Some(entries) = global::descriptor(rule, g, line, view) else {
             return Decision::Continue;
         };
-        let now = host.now_ns();
         let key = global::cache_key(&self.ns, fp);
         match global::from_cache(host, &key, now) {
             Cached::Hit => {
@@ -454,7 +455,9 @@ impl Feature for RateLimit {
             )
         };
         if let Some((i, fp)) = d.global {
-            return self.ask(host, &line, &view, i, fp, report);
+            // The request's clock: read once, shared with any local rule before.
+            let now = req.now_ns(host);
+            return self.ask(host, &line, &view, i, fp, now, report);
         }
         self.finish(host, d.report, d.limited, report)
     }

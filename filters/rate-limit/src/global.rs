@@ -380,8 +380,15 @@ mod tests {
     fn asks_the_service_and_remembers_over_limit() {
         let (f, h) = global(r#","timeout_ms":30"#);
         get(&h, "k1", "203.0.113.1:1");
+        let start = h.trace().len();
         let (d, _) = call(&f, &h, 0, &reply(Code::Ok, 9, 1000, 10));
         assert_eq!(d, Decision::Continue);
+        // The local rule and the global rule share one clock read; the answer reads it again.
+        let clock_reads = h.trace()[start..]
+            .iter()
+            .filter(|c| **c == "now_ns")
+            .count();
+        assert_eq!(clock_reads, 2);
         let calls = h.calls();
         assert_eq!(calls.len(), 1);
         let c = &calls[0];
