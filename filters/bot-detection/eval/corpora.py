@@ -1,40 +1,62 @@
 #!/usr/bin/env python3
 """Writes the labelled user-agent corpora for the bot-detection evaluation, from PyPI packages that
-`make bot-corpora` installs into .venv:
+`make bot-corpora` installs into .venv (or, for device-detector, downloads as a source archive):
 
-  bots      crawler-user-agents (MIT): every `instances` entry of every pattern. Split by a hash of
-            the pattern entry: `tune` (even) was looked at while curating data/user-agents.tsv,
-            `holdout` (odd) never was.
-  browsers  fake-useragent (Apache-2.0) real-browser user agents, split the same way by a hash of
-            the UA; plus, held out entirely (a second, independent source), the `userAgent`
-            values of apify-fingerprint-datapoints (Apache-2.0).
+  crawler-user-agents (MIT)           bots: every `instances` entry of every pattern, split by a
+                                      hash of the pattern entry (one crawler, one side).
+  fake-useragent (Apache-2.0)         non-bots: current desktop and mobile browsers.
+  apify-fingerprint-datapoints        non-bots: browser `userAgent` values; held out entirely (a
+    (Apache-2.0)                      second, independent source of current browsers).
+  device-detector (Matomo fixtures,   bots: entries with a `bot` section, and HTTP libraries;
+    LGPL-3.0; evaluation only)        non-bots: every other entry (old and odd browsers, feature
+                                      phones, in-app browsers, TVs, consoles, cars, desktop apps,
+                                      media players, mobile apps); feed readers are left out, as
+                                      they are bots to some and apps to others. This data is read
+                                      at test time only; nothing of it enters data/user-agents.tsv.
 
-Output: OUT/{bots_tune,bots_holdout,browsers_tune,browsers_holdout}.txt, one UA per line.
+Every sample is split `tune` / `holdout` by sha256 (even / odd): tune sets were looked at while
+curating the pattern data, holdout sets never were (only aggregate figures are printed for them).
+
+Output: OUT/{bots,browsers}_{tune,holdout}.tsv, one `source<TAB>user-agent` per line.
 """
-import hashlib, importlib.resources as res, json, os, sys, zipfile
+import hashlib, importlib.resources as res, json, os, subprocess, sys, tarfile, zipfile
+
+import yaml
 
 out = sys.argv[1] if len(sys.argv) > 1 else "target/bot-corpora"
 os.makedirs(out, exist_ok=True)
 
+DEVICE_DETECTOR = "device_detector==6.5.1"
+
+
 def held(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 2 == 1
 
-def clean(ua: str) -> str:
-    return ua.replace("\r", " ").replace("\n", " ").strip()
 
-sets = {"bots_tune": set(), "bots_holdout": set(), "browsers_tune": set(), "browsers_holdout": set()}
+def clean(ua) -> str:
+    if not isinstance(ua, str):
+        return ""
+    return ua.replace("\r", " ").replace("\n", " ").replace("\t", " ").strip()
+
+
+sets = {k: {} for k in ("bots_tune", "bots_holdout", "browsers_tune", "browsers_holdout")}
+
+
+def add(kind: str, source: str, ua: str, key: str = None):
+    ua = clean(ua)
+    if ua:
+        side = "holdout" if held(key if key is not None else ua) else "tune"
+        sets[f"{kind}_{side}"].setdefault(ua, source)
+
 
 crawlers = json.loads(res.files("crawleruseragents").joinpath("crawler-user-agents.json").read_text())
 for entry in crawlers:
     for ua in entry.get("instances", []):
-        if clean(ua):
-            sets["bots_holdout" if held(entry["pattern"]) else "bots_tune"].add(clean(ua))
+        add("bots", "crawler-user-agents", ua, key=entry["pattern"])
 
 with res.files("fake_useragent").joinpath("data/browsers.jsonl").open() as f:
     for line in f:
-        ua = clean(json.loads(line)["useragent"])
-        if ua:
-            sets["browsers_holdout" if held(ua) else "browsers_tune"].add(ua)
+        add("browsers", "fake-useragent", json.loads(line)["useragent"])
 
 with res.as_file(res.files("apify_fingerprint_datapoints").joinpath("data/fingerprint-network-definition.zip")) as p:
     network = json.loads(zipfile.ZipFile(p).read("network.json"))
@@ -42,12 +64,42 @@ for node in network["nodes"]:
     if node["name"] == "userAgent":
         for ua in node["possibleValues"]:
             if isinstance(ua, str) and ua.startswith("Mozilla/"):
-                sets["browsers_holdout"].add(clean(ua))
+                sets["browsers_holdout"].setdefault(clean(ua), "apify")
 
-# A UA listed as a bot is not also a browser sample.
+# Matomo device-detector's fixtures, from its source archive (evaluation only).
+pkgs = os.path.join(out, "pkgs")
+os.makedirs(pkgs, exist_ok=True)
+archive = [f for f in os.listdir(pkgs) if f.startswith("device_detector") and f.endswith(".tar.gz")]
+if not archive:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                    "--no-deps", "--no-binary", ":all:", "-d", pkgs, DEVICE_DETECTOR], check=True)
+    archive = [f for f in os.listdir(pkgs) if f.startswith("device_detector") and f.endswith(".tar.gz")]
+with tarfile.open(os.path.join(pkgs, sorted(archive)[-1])) as tar:
+    for member in tar.getmembers():
+        if "/tests/fixtures/upstream/" not in member.name or not member.name.endswith(".yml"):
+            continue
+        family = os.path.basename(member.name).rsplit(".", 1)[0].rstrip("-0123456789")
+        for entry in yaml.safe_load(tar.extractfile(member)) or []:
+            if not isinstance(entry, dict):
+                continue
+            client = entry.get("client") or {}
+            kind = client.get("type") if isinstance(client, dict) else None
+            if entry.get("bot"):
+                add("bots", "device-detector bots", entry.get("user_agent"))
+            elif kind == "library":
+                add("bots", "device-detector libraries", entry.get("user_agent"))
+            elif kind == "feed reader":
+                continue
+            else:
+                label = kind if kind and kind != "browser" else family
+                add("browsers", f"device-detector {label}", entry.get("user_agent"))
+
+# A UA listed as a bot anywhere is not also a non-bot sample.
+bots = set(sets["bots_tune"]) | set(sets["bots_holdout"])
 for k in ("browsers_tune", "browsers_holdout"):
-    sets[k] -= sets["bots_tune"] | sets["bots_holdout"]
+    for ua in bots & set(sets[k]):
+        del sets[k][ua]
 for name, uas in sets.items():
-    with open(os.path.join(out, name + ".txt"), "w") as f:
-        f.write("\n".join(sorted(uas)) + "\n")
+    with open(os.path.join(out, name + ".tsv"), "w") as f:
+        f.write("".join(f"{src}\t{ua}\n" for ua, src in sorted(uas.items())))
     print(f"{name}: {len(uas)}")

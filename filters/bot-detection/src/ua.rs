@@ -1,10 +1,28 @@
 //! User-agent classification: one Aho-Corasick automaton over every needle (built-in data file and
 //! user patterns), optional user regexes, built-in exclusions for real devices whose names contain
-//! bot-like words, and a structural check of what a browser user-agent looks like.
+//! bot-like words, and what the user-agent says about the software that sent it.
 //!
-//! Order of precedence: a user allow-pattern (the UA is a browser, whatever else matches) → a user
-//! pattern (regexes are ASCII case-insensitive, over bytes) → the longest built-in named pattern → a generic token (`bot`, `crawl`, a URL, ...) unless
-//! a built-in exclusion matches → the browser-shape check → browser.
+//! Needles match ASCII case-insensitively on token boundaries: a needle that starts with a letter
+//! or digit does not match right after a letter or digit, and one that ends with a letter does not
+//! match right before a letter (`php/` is not in `FirePHP/`, `netty` is not in `NetType`). A `*` at
+//! either end of a built-in needle lifts that side's check (`semrush*` matches `SemrushBot`).
+//!
+//! Order of precedence:
+//! 1. a user allow-pattern: the UA is a browser, whatever else matches;
+//! 2. a user pattern (`contains`, then `regex`; regexes are ASCII case-insensitive, over bytes);
+//! 3. a built-in named bot: the highest category priority wins ([`priority`]: a scanner over a
+//!    crawler over the HTTP library it runs on), then the most specific (longest) needle;
+//! 4. a generic bot word (`…bot`, `crawl`, `spider`, ...) unless a built-in exclusion (a phone whose
+//!    model has such a word) matches; in a UA with a browser engine it counts only as a product
+//!    name (`FooBot/1.0`, `FooBot;`, `(FooBot)`), not as a word of a device model (`VR BOT 552`);
+//! 5. a contact address: `+http…` / `+www.` (the crawler convention) or an e-mail address;
+//! 6. a `compatible;` comment whose first token is not a known browser or platform
+//!    (`compatible; MSIE`, `compatible; Konqueror` are browsers; `compatible; Zorblax/1.0` is not);
+//! 7. evidence of who sent it: a browser engine or browser family (WebKit, Gecko, Trident, Presto,
+//!    MSIE, UP.Browser, Obigo, NetFront, Opera Mini, UC Browser, MIDP/WAP browsers, text browsers)
+//!    → a browser; otherwise a platform, device or app family (Android, iOS, Windows, a TV, a
+//!    console, a media player, an in-app or desktop app) → `app`;
+//! 8. none of that: not a browser's user-agent (an unnamed client: a script, a tool, a crawler).
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use edge_common::ConfigError;
@@ -17,17 +35,25 @@ pub const BUILTIN: &str = include_str!("../data/user-agents.tsv");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A named bot (or app) pattern.
+    /// A named bot pattern.
     Named,
-    /// A generic token: lowest priority, cancelled by exclusions.
+    /// A named app family (`app` rows): evidence of a user's device, with a name.
+    App,
+    /// A generic bot word: cancelled by exclusions, and checked in context.
     Generic,
-    /// A built-in exclusion (cancels generic tokens only).
+    /// A contact address convention (`+http`): a bot, unnamed.
+    Contact,
+    /// A built-in exclusion (cancels generic words only).
     Exclusion,
+    /// Evidence of a browser engine or browser family.
+    Browser,
+    /// Evidence of a platform, device or app family.
+    Device,
     /// A user allow-pattern (the UA is treated as a browser).
     UserAllow,
     /// A user pattern (wins over built-in ones).
     User,
-    /// Internal markers for the browser-shape check, found in the same pass.
+    /// Internal markers, found in the same pass.
     Marker(Marker),
 }
 
@@ -35,14 +61,39 @@ enum Kind {
 enum Marker {
     Compatible,
     Msie,
-    Windows,
+    At,
+    Url,
 }
 
-const MARKERS: [(&str, Marker); 3] = [
-    ("compatible;", Marker::Compatible),
+const MARKERS: [(&str, Marker); 7] = [
+    ("compatible", Marker::Compatible),
     ("msie ", Marker::Msie),
-    ("windows", Marker::Windows),
+    ("@", Marker::At),
+    ("(at)", Marker::At),
+    ("[at]", Marker::At),
+    ("http://", Marker::Url),
+    ("https://", Marker::Url),
 ];
+
+/// The priority of a named category when several match one user-agent: the more specific
+/// purpose wins over the tool it is built with (LinkedInBot over the `Apache-HttpClient` it runs
+/// on; a scanner over the crawler it pretends to be; Lighthouse over the headless Chrome it drives).
+pub fn priority(c: Category) -> u8 {
+    match c {
+        Category::Scanner => 12,
+        Category::AiCrawler => 11,
+        Category::SearchEngine => 10,
+        Category::Advertising => 9,
+        Category::LinkPreview => 8,
+        Category::Seo => 7,
+        Category::Monitor => 6,
+        Category::Archiver => 5,
+        Category::FeedReader => 4,
+        Category::Headless => 3,
+        Category::HttpLibrary => 2,
+        _ => 1,
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Pattern {
@@ -50,9 +101,48 @@ struct Pattern {
     name: String,
     kind: Kind,
     len: usize,
+    /// The byte before a match must not be a letter or digit.
+    left: bool,
+    /// The byte after a match must not be a letter.
+    right: bool,
     /// A top-level domain needle (`.com`): it counts only where a domain stands, with a label
     /// right before the dot and no letter or digit right after (so `.NET CLR` is not one).
     domain: bool,
+}
+
+impl Pattern {
+    fn new(category: Category, name: &str, kind: Kind, needle: &str) -> (String, Self) {
+        let open_left = needle.starts_with('*');
+        let open_right = needle.len() > 1 && needle.ends_with('*');
+        let n = needle.trim_start_matches('*').trim_end_matches('*');
+        let first = n.bytes().next().unwrap_or(b' ');
+        let last = n.bytes().last().unwrap_or(b' ');
+        let domain = n
+            .strip_prefix('.')
+            .is_some_and(|tld| !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_alphabetic()));
+        let p = Pattern {
+            category,
+            name: name.to_string(),
+            kind,
+            len: n.len(),
+            left: !open_left && first.is_ascii_alphanumeric(),
+            right: !open_right && last.is_ascii_alphabetic(),
+            domain,
+        };
+        (n.to_ascii_lowercase(), p)
+    }
+
+    /// Whether the match `ua[start..end]` stands on the token boundaries this needle asks for.
+    fn bounded(&self, ua: &[u8], start: usize, end: usize) -> bool {
+        if self.domain {
+            return is_domain_at(ua, start, end);
+        }
+        let before = start.checked_sub(1).and_then(|i| ua.get(i));
+        if self.left && before.is_some_and(|b| b.is_ascii_alphanumeric()) {
+            return false;
+        }
+        !(self.right && ua.get(end).is_some_and(|b| b.is_ascii_alphabetic()))
+    }
 }
 
 /// Whether the match `ua[start..end]` of a top-level domain needle ends a domain name.
@@ -62,8 +152,84 @@ fn is_domain_at(ua: &[u8], start: usize, end: usize) -> bool {
         .checked_sub(1)
         .and_then(|i| ua.get(i))
         .is_some_and(|&b| label(b));
-    let after = ua.get(end).is_none_or(|&b| !label(b));
+    // Not followed by a label character, nor by a dot and another label: `jp.co.yahoo.app` is
+    // an app id written backwards, not a domain ending in `.co`.
+    let after = match ua.get(end) {
+        None => true,
+        Some(b'.') => ua
+            .get(end.saturating_add(1))
+            .is_none_or(|&b| !b.is_ascii_alphanumeric()),
+        Some(&b) => !label(b),
+    };
     before && after
+}
+
+/// Whether the `@` at `at` is that of an e-mail address: a local part right before it, and a
+/// domain after it (labels, a dot, and an alphabetic top-level label of 2+ letters).
+fn is_email_at(ua: &[u8], at: usize, marker_len: usize) -> bool {
+    let local = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+');
+    if !at.checked_sub(1).and_then(|i| ua.get(i)).is_some_and(local) {
+        return false;
+    }
+    let rest = ua.get(at.saturating_add(marker_len)..).unwrap_or_default();
+    let host_len = rest
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        .count();
+    let host = rest.get(..host_len).unwrap_or_default();
+    let mut labels = host.split(|&b| b == b'.');
+    let first_ok = labels.next().is_some_and(|l| !l.is_empty());
+    let tld = host.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    first_ok
+        && host.contains(&b'.')
+        && tld.len() >= 2
+        && tld.iter().all(|b| b.is_ascii_alphabetic())
+}
+
+/// Whether `ua[at..]` (a `compatible` marker) starts an item of a comment: right after `(` or
+/// `;` (spaces aside).
+fn opens_comment_item(ua: &[u8], at: usize) -> bool {
+    ua.get(..at)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .find(|b| **b != b' ')
+        .is_some_and(|b| *b == b'(' || *b == b';')
+}
+
+/// How many `(` / `[` comments are open at `at`.
+fn depth_at(ua: &[u8], at: usize) -> i32 {
+    ua.get(..at)
+        .unwrap_or_default()
+        .iter()
+        .fold(0i32, |d, b| match b {
+            b'(' | b'[' => d.saturating_add(1),
+            b')' | b']' => d.saturating_sub(1).max(0),
+            _ => d,
+        })
+}
+
+/// Whether a generic bot word matched at `ua[start..end]` names a product rather than a word of a
+/// device model: the word it is part of ends in `/` (a product token), `;`, `)`, `,`, `:`, `+`,
+/// `@`, or the end of the user-agent.
+fn names_a_product(ua: &[u8], end: usize) -> bool {
+    let rest = ua.get(end..).unwrap_or_default();
+    let word = rest
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        .count();
+    let after = rest.get(word..).unwrap_or_default();
+    match after.first() {
+        None => true,
+        Some(b) => {
+            matches!(b, b'/' | b';' | b')' | b',' | b':' | b'+' | b'@')
+                // A product token in front of the browser's: `FooBot Mozilla/5.0 (...)`.
+                || after
+                    .get(..9)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b" mozilla/"))
+                || after.starts_with(b" (")
+        }
+    }
 }
 
 /// A user pattern from the configuration.
@@ -82,9 +248,9 @@ pub enum UaClass<'a> {
     Empty,
     /// Matched a pattern: its category and name.
     Matched(Category, &'a str),
-    /// No pattern, and not shaped like a browser user-agent (why, in a word).
+    /// No pattern, and not a browser's or an app's user-agent (why, in a few words).
     NotBrowser(&'static str),
-    /// Shaped like a browser user-agent (or a user allow-pattern matched).
+    /// A browser's user-agent (or a user allow-pattern matched).
     Browser,
 }
 
@@ -95,6 +261,8 @@ pub enum ClassKey {
     Pattern(u32),
     Regex(u32),
     NotBrowser(&'static str),
+    /// An app's user-agent, known by its platform or device rather than by name.
+    App,
     Browser,
 }
 
@@ -150,6 +318,23 @@ fn builtin_rows() -> impl Iterator<Item = (&'static str, &'static str, &'static 
         })
 }
 
+/// The kind and category of a built-in row's first column.
+fn row_kind(cat: &str) -> Option<(Category, Kind)> {
+    Some(match cat {
+        "allow" => (Category::Human, Kind::Exclusion),
+        "browser" => (Category::Human, Kind::Browser),
+        "device" => (Category::App, Kind::Device),
+        "contact" => (Category::UnknownBot, Kind::Contact),
+        "unknown_bot" => (Category::UnknownBot, Kind::Generic),
+        "app" => (Category::App, Kind::App),
+        c => (Category::parse(c)?, Kind::Named),
+    })
+}
+
+/// Where evidence matches start, for the `compatible;` check (a handful is enough: the check
+/// looks for one at a single position).
+const STARTS: usize = 24;
+
 impl UaMatcher {
     /// Compiles the matcher. `builtin: false` drops the built-in data (user patterns only).
     pub fn new(builtin: bool, user: &[UserPattern], allow: &[String]) -> Result<Self, ConfigError> {
@@ -162,31 +347,21 @@ impl UaMatcher {
                 name: String::new(),
                 kind: Kind::Marker(m),
                 len: needle.len(),
+                left: m == Marker::Compatible,
+                right: m == Marker::Compatible,
                 domain: false,
             });
         }
         if builtin {
             for (cat, name, needle) in builtin_rows() {
-                let (category, kind) = match cat {
-                    "allow" => (Category::Human, Kind::Exclusion),
-                    "unknown_bot" => (Category::UnknownBot, Kind::Generic),
-                    c => match Category::parse(c) {
-                        Some(c) => (c, Kind::Named),
-                        // A bad row in our own data file is a build defect; skip rather than fail.
-                        None => continue,
-                    },
+                // A bad row in our own data file is a build defect (a test checks every row);
+                // skip rather than fail.
+                let Some((category, kind)) = row_kind(cat) else {
+                    continue;
                 };
-                needles.push(needle.to_ascii_lowercase());
-                let domain = needle.strip_prefix('.').is_some_and(|tld| {
-                    !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_alphabetic())
-                });
-                patterns.push(Pattern {
-                    category,
-                    name: name.to_string(),
-                    kind,
-                    len: needle.len(),
-                    domain,
-                });
+                let (n, p) = Pattern::new(category, name, kind, needle);
+                needles.push(n);
+                patterns.push(p);
             }
         }
         for (i, a) in allow.iter().enumerate() {
@@ -202,6 +377,8 @@ impl UaMatcher {
                 name: a.clone(),
                 kind: Kind::UserAllow,
                 len: a.len(),
+                left: false,
+                right: false,
                 domain: false,
             });
         }
@@ -216,6 +393,8 @@ impl UaMatcher {
                         name: p.name.clone(),
                         kind: Kind::User,
                         len: c.len(),
+                        left: false,
+                        right: false,
                         domain: false,
                     });
                 }
@@ -308,6 +487,7 @@ impl UaMatcher {
         match key {
             ClassKey::Empty => UaClass::Empty,
             ClassKey::Browser => UaClass::Browser,
+            ClassKey::App => UaClass::Matched(Category::App, "app"),
             ClassKey::NotBrowser(why) => UaClass::NotBrowser(why),
             ClassKey::Pattern(i) => match self.patterns.get(i as usize) {
                 Some(p) => UaClass::Matched(p.category, &p.name),
@@ -325,54 +505,62 @@ impl UaMatcher {
         if ua.is_empty() {
             return ClassKey::Empty;
         }
-        let mut user_allow = false;
-        let mut exclusion = false;
-        let mut user: Option<(usize, &Pattern)> = None;
-        let mut named: Option<(usize, &Pattern)> = None;
-        let mut generic: Option<(usize, &Pattern)> = None;
-        let mut marks = Marks::default();
+        let mut s = Seen::default();
         for m in self.ac.find_overlapping_iter(ua) {
             let idx = m.pattern().as_usize();
             let Some(p) = self.patterns.get(idx) else {
                 continue;
             };
-            if p.domain && !is_domain_at(ua, m.start(), m.end()) {
+            if !p.bounded(ua, m.start(), m.end()) {
                 continue;
             }
-            let slot = match p.kind {
-                Kind::UserAllow => {
-                    user_allow = true;
-                    continue;
+            match p.kind {
+                Kind::UserAllow => return ClassKey::Browser,
+                Kind::Exclusion => s.exclusion = true,
+                // Only as an item of a comment: `(compatible; ...)`, `(KHTML, like Gecko;
+                // compatible; ...)`, not `(...; Android 2.3 Compatible)`.
+                Kind::Marker(Marker::Compatible) if opens_comment_item(ua, m.start()) => {
+                    s.compatible.get_or_insert(m.end());
                 }
-                Kind::Exclusion => {
-                    exclusion = true;
-                    continue;
+                Kind::Marker(Marker::Compatible) => {}
+                Kind::Marker(Marker::Msie) => s.msie = true,
+                Kind::Marker(Marker::At) => {
+                    s.email |= is_email_at(ua, m.start(), m.len());
                 }
-                Kind::Marker(Marker::Compatible) => {
-                    marks.compatible = true;
-                    continue;
+                Kind::Marker(Marker::Url) => s.url = true,
+                Kind::Contact => s.contact = true,
+                Kind::Browser | Kind::Device => {
+                    if p.kind == Kind::Browser {
+                        s.browser = true;
+                    } else {
+                        s.device = true;
+                    }
+                    if let Some(slot) = s.starts.get_mut(s.n_starts) {
+                        *slot = m.start();
+                        s.n_starts += 1;
+                    }
                 }
-                Kind::Marker(Marker::Msie) => {
-                    marks.msie = true;
-                    continue;
+                Kind::User => best(&mut s.user, idx, p, 0),
+                Kind::Named => best(&mut s.named, idx, p, priority(p.category)),
+                Kind::App => {
+                    s.device = true;
+                    best(&mut s.app, idx, p, 0);
                 }
-                Kind::Marker(Marker::Windows) => {
-                    marks.windows = true;
-                    continue;
+                Kind::Generic if p.domain => {
+                    s.domain = true;
+                    s.bare_domain |= depth_at(ua, m.start()) == 0;
                 }
-                Kind::User => &mut user,
-                Kind::Named => &mut named,
-                Kind::Generic => &mut generic,
-            };
-            if slot.is_none_or(|(_, q)| p.len > q.len) {
-                *slot = Some((idx, p));
+                Kind::Generic => {
+                    if s.generic.is_none() {
+                        s.generic = Some((idx, m.end()));
+                    } else if s.generic_product.is_none() && names_a_product(ua, m.end()) {
+                        s.generic_product = Some(idx);
+                    }
+                }
             }
         }
         let key = |i: usize| ClassKey::Pattern(u32::try_from(i).unwrap_or(u32::MAX));
-        if user_allow {
-            return ClassKey::Browser;
-        }
-        if let Some((i, _)) = user {
+        if let Some((i, _, _)) = s.user {
             return key(i);
         }
         if let Some(set) = &self.regexes {
@@ -380,44 +568,100 @@ impl UaMatcher {
                 return ClassKey::Regex(u32::try_from(i).unwrap_or(u32::MAX));
             }
         }
-        if let Some((i, _)) = named {
+        if let Some((i, _, _)) = s.named {
             return key(i);
         }
-        if let (Some((i, _)), false) = (generic, exclusion) {
+        if let (Some((i, end)), false) = (s.generic, s.exclusion) {
+            // In a UA with a browser engine, a bot word counts only where it names a product.
+            if !s.browser || names_a_product(ua, end) {
+                return key(i);
+            }
+            if let Some(j) = s.generic_product {
+                return key(j);
+            }
+        }
+        if s.contact {
+            return ClassKey::NotBrowser("contact URL in user agent");
+        }
+        if s.email {
+            return ClassKey::NotBrowser("e-mail address in user agent");
+        }
+        if let (Some(end), false) = (s.compatible, s.msie) {
+            // `compatible;` then the first token: a browser or a platform, or a declared product.
+            let rest = ua.get(end..).unwrap_or_default();
+            let skip = rest
+                .iter()
+                .take_while(|b| matches!(b, b';' | b' ' | b','))
+                .count();
+            let at = end.saturating_add(skip);
+            let known = s.starts.iter().take(s.n_starts).any(|&st| st == at)
+                || ua.get(at..at.saturating_add(2)).is_some_and(|t| {
+                    // `compatible; U;` (the old security token) is followed by the browser.
+                    t.eq_ignore_ascii_case(b"u;")
+                });
+            if !known {
+                return ClassKey::NotBrowser("compatible-style user-agent");
+            }
+        }
+        if s.browser {
+            // A browser's user-agent names no web address, except old Internet Explorer's with a
+            // toolbar's; a domain name inside a comment is a carrier or an app id, outside one
+            // it is a bot's home (`Chrome/120 Safari/537.36 SiteMonitor.com`).
+            if s.url && !s.msie {
+                return ClassKey::NotBrowser("URL in user agent");
+            }
+            if s.bare_domain {
+                return ClassKey::NotBrowser("domain in user agent");
+            }
+            return ClassKey::Browser;
+        }
+        if let Some((i, _, _)) = s.app {
             return key(i);
         }
-        match browser_shape(ua, marks) {
-            Ok(()) => ClassKey::Browser,
-            Err(why) => ClassKey::NotBrowser(why),
+        if s.device {
+            return ClassKey::App;
+        }
+        if s.url {
+            ClassKey::NotBrowser("URL in user agent")
+        } else if s.domain {
+            ClassKey::NotBrowser("domain in user agent")
+        } else {
+            ClassKey::NotBrowser("not a browser user-agent")
         }
     }
 }
 
-/// Markers seen in a user-agent (by the same automaton pass as the patterns).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Marks {
-    pub compatible: bool,
-    pub msie: bool,
-    pub windows: bool,
+/// Keeps the better of two matches: higher category priority, then the longer needle.
+fn best<'p>(slot: &mut Option<(usize, u8, &'p Pattern)>, idx: usize, p: &'p Pattern, prio: u8) {
+    if slot.is_none_or(|(_, q_prio, q)| (prio, p.len) > (q_prio, q.len)) {
+        *slot = Some((idx, prio, p));
+    }
 }
 
-/// Whether a user-agent has the shape of a browser's: `Mozilla/5.0 (...)` (or 4.0, or `Opera/`),
-/// and no `compatible;` comment unless it is old Internet Explorer's.
-pub fn browser_shape(ua: &[u8], m: Marks) -> Result<(), &'static str> {
-    let starts = |p: &[u8]| ua.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-    if !(starts(b"mozilla/5.0 (") || starts(b"mozilla/4.0 (") || starts(b"opera/")) {
-        return Err("not a browser user-agent");
-    }
-    if m.compatible && !m.msie {
-        return Err("compatible-style user-agent");
-    }
-    if m.msie && !m.windows {
-        return Err("not a browser user-agent");
-    }
-    // Extra product tokens after the browser's own are NOT a bot signal: in-app browsers append
-    // theirs (Instagram, BingSapphire, GrokApp, Lark, ...). Automation that does so is named by
-    // the pattern data instead (Lighthouse, Synthetics, PTST, Selenium, ...).
-    Ok(())
+/// What one automaton pass saw in a user-agent.
+#[derive(Default)]
+struct Seen<'p> {
+    user: Option<(usize, u8, &'p Pattern)>,
+    named: Option<(usize, u8, &'p Pattern)>,
+    app: Option<(usize, u8, &'p Pattern)>,
+    /// The first generic word (pattern, end of match).
+    generic: Option<(usize, usize)>,
+    /// A later generic word that names a product.
+    generic_product: Option<usize>,
+    exclusion: bool,
+    contact: bool,
+    email: bool,
+    url: bool,
+    domain: bool,
+    /// A domain name outside any comment (`(...)`, `[...]`).
+    bare_domain: bool,
+    /// End of the `compatible` marker.
+    compatible: Option<usize>,
+    msie: bool,
+    browser: bool,
+    device: bool,
+    starts: [usize; STARTS],
+    n_starts: usize,
 }
 
 #[cfg(test)]
@@ -439,10 +683,124 @@ mod tests {
         assert!(!is_domain_at(b"a.NET4.0C", 1, 5));
         assert!(!is_domain_at(b"example.community", 7, 11));
         let m = m();
+        assert!(is_domain_at(b"Foo example.co/x", 11, 14));
+        // An app id written backwards is not a domain.
+        assert!(!is_domain_at(b"jp.co.yahoo.android", 2, 5));
         assert_eq!(
-            m.classify(b"Zorblax/1.0 (+ example.net)"),
-            UaClass::Matched(Category::UnknownBot, "domain in user agent")
+            m.classify(b"Zorblax/1.0 (example.net)"),
+            UaClass::NotBrowser("domain in user agent")
         );
+        // In a browser's user-agent: outside a comment it is a bot's home, inside one it is not.
+        assert_eq!(
+            m.classify(format!("{CHROME} SiteWatch.io").as_bytes()),
+            UaClass::NotBrowser("domain in user agent")
+        );
+        assert_eq!(
+            m.classify(format!("{CHROME} [FBAN/FBIOS;FBCR/Vodafone.de]").as_bytes()),
+            UaClass::Browser
+        );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn needles_match_on_token_boundaries() {
+        let m = m();
+        for ua in [
+            // `php/` inside `FirePHP/`, `netty` inside `NetType`, `ruby`/`tornado` as phone models.
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:109.0) Gecko/20100101 Firefox/115.0 FirePHP/0.7.4",
+            "Mozilla/5.0 (Linux; Android 12; V2111 Build/SP1A.210812.003; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/86.0.4240.99 XWEB/4317 MMWEBSDK/20220903 Mobile Safari/537.36 MMWEBID/4260 MicroMessenger/8.0.28.2240(0x28001C57) WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64",
+            "Mozilla/5.0 (Linux; Android 7.0; S710 Ruby) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/85.0.4183.81 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 7.0; Tornado 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/106.0.5249.126 Safari/537.36",
+            // A bot word in a device model is not a product name.
+            "Mozilla/5.0 (Linux; Android 6.0; VR BOT 552 PLUS) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/78.0.3904.96 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 7.1.1; M_bot_tab_1150 Build/N9F27F) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/67.0.3396.87 Safari/537.36",
+            // `Compatible` that does not open a comment item.
+            "Mozilla/5.0 (Linux; U; Android 2.3 Compatible) AppleWebKit/533.1 (KHTML, like Gecko) Version/4.0 Mobile Safari/533.1",
+            "Mozilla/5.0 (compatible; Konqueror/3.5; Linux) KHTML/3.5.5 (like Gecko) (Kubuntu)",
+            // Old and odd browsers.
+            "Nokia2700c-2/2.0 (07.15) Profile/MIDP-2.1 Configuration/CLDC-1.1",
+            "UCWEB/2.0 (MIDP-2.0; U; Adr 9; ru; POCOPHONE_F1) U2/1.0.0 UCBrowser/11.1.2.1113 U2/1.0.0 Mobile",
+            "Opera/9.80 (J2ME/MIDP; Opera Mini/4.2.14912/870; U; id) Presto/2.4.15",
+            "BlackBerry8520/5.0.0.681 Profile/MIDP-2.1 Configuration/CLDC-1.1 VendorID/600",
+            "Lynx/2.8.9rel.1 libwww-FM/2.14 SSL-MM/1.4.1 OpenSSL/1.1.1d",
+        ] {
+            assert_eq!(m.classify(ua.as_bytes()), UaClass::Browser, "{ua}");
+        }
+        for ua in [
+            "Spotify/8.7.70 iOS/16.0 (iPhone15,3)",
+            "Microsoft Office Excel/16.43.1108 (Mac OS/12.7.6; Desktop; es-MX; NonAppStore; Apple/MacPro6,1)",
+            "VLC/3.0.18 LibVLC/3.0.18",
+            "Windows-Media-Player/12.0.19041.1",
+            "Roku/DVP-9.10 (519.10E04111A)",
+        ] {
+            assert_eq!(
+                m.classify(ua.as_bytes()),
+                UaClass::Matched(Category::App, "app"),
+                "{ua}"
+            );
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn unnamed_bots_by_their_shape() {
+        let m = m();
+        let cases: [(&str, &str); 8] = [
+            ("Mozilla/5.0 (compatible; Zorblax/2.0)", "compatible-style user-agent"),
+            ("Mozilla/5.0 (compatible)", "compatible-style user-agent"),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; compatible; Zorblax/1.0) Chrome/120.0.0.0 Safari/537.36",
+                "compatible-style user-agent",
+            ),
+            ("Zorblax/1.0 (+https://zorblax.example/about)", "contact URL in user agent"),
+            ("Zorblax/1.0 (ops@zorblax.example)", "e-mail address in user agent"),
+            ("Zorblax/1.0 (ops(at)zorblax.de)", "e-mail address in user agent"),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 (https://zorblax.example/)",
+                "URL in user agent",
+            ),
+            ("Zorblax/1.0", "not a browser user-agent"),
+        ];
+        for (ua, why) in cases {
+            assert_eq!(m.classify(ua.as_bytes()), UaClass::NotBrowser(why), "{ua}");
+        }
+        // A product token in front of a browser's, and one in a comment.
+        assert_eq!(
+            m.classify(format!("Zorblax Bot {CHROME}").as_bytes()),
+            UaClass::Matched(Category::UnknownBot, "bot token")
+        );
+        assert_eq!(
+            m.classify(b"Mozilla/5.0 zorbot (Windows NT 10.0; Win64; x64; rv:90.0) Gecko/20100101 Firefox/118.0"),
+            UaClass::Matched(Category::UnknownBot, "bot token")
+        );
+        // Old Internet Explorer with a toolbar's URL is a browser.
+        assert_eq!(
+            m.classify(b"Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 5.1; http://www.example.com/toolbar)"),
+            UaClass::Browser
+        );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn category_priority_then_specificity() {
+        let m = m();
+        let cases = [
+            // The service, not the HTTP library it runs on.
+            ("LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)", Category::LinkPreview, "LinkedInBot"),
+            ("Scrapy/2.11.0 (+https://scrapy.org)", Category::HttpLibrary, "Scrapy"),
+            // One category per crawler, whatever the form.
+            ("CCBot/2.0 (https://commoncrawl.org/faq/)", Category::AiCrawler, "CCBot"),
+            ("Mozilla/5.0 (compatible; CCBot/2.0; +http://commoncrawl.org/faq/)", Category::AiCrawler, "CCBot"),
+        ];
+        for (ua, cat, name) in cases {
+            assert_eq!(
+                m.classify(ua.as_bytes()),
+                UaClass::Matched(cat, name),
+                "{ua}"
+            );
+        }
+        assert!(priority(Category::LinkPreview) > priority(Category::HttpLibrary));
+        assert!(priority(Category::Scanner) > priority(Category::SearchEngine));
     }
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
@@ -601,10 +959,7 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn data_file_rows_are_all_valid() {
         for (cat, name, needle) in builtin_rows() {
-            assert!(
-                cat == "allow" || cat == "unknown_bot" || Category::parse(cat).is_some(),
-                "bad category {cat}"
-            );
+            assert!(row_kind(cat).is_some(), "bad kind {cat}");
             assert!(
                 !name.is_empty() && !needle.is_empty() && needle.trim() == needle,
                 "{name}: {needle:?}"

