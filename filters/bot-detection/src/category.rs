@@ -8,7 +8,8 @@ use serde::Deserialize;
 pub enum Category {
     /// A browser with nothing suspicious about it.
     Human,
-    /// A native app's HTTP stack (Android `Dalvik/`, iOS `CFNetwork/`): not a bot, not a browser.
+    /// A real client that is not a browser: native app HTTP stacks (`Dalvik/`, `CFNetwork/`), media
+    /// players, TVs, consoles, desktop and in-app apps.
     App,
     SearchEngine,
     AiCrawler,
@@ -21,7 +22,8 @@ pub enum Category {
     LinkPreview,
     Archiver,
     Advertising,
-    /// Automated by its user-agent (a generic bot token, not browser-shaped, empty) but unnamed.
+    /// Automated by its user-agent (a generic bot word, a contact address, neither a browser nor an
+    /// app, empty) but unnamed.
     UnknownBot,
     /// Claims to be a verified bot from outside its published ranges.
     Impersonator,

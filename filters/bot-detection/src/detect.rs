@@ -3,15 +3,15 @@
 //! # Score (0 = certainly automated … 100 = certainly human)
 //! - A user-agent matching a pattern starts from its category's score: declared bots (search
 //!   engines, AI crawlers, SEO, monitors, feed readers, previews, archivers, ads) 10, unnamed bots
-//!   10, HTTP libraries 5, headless browsers 3, scanners 0; native apps 60; an empty user-agent 5;
-//!   one that is not shaped like a browser's 20.
+//!   10, HTTP libraries 5, headless browsers 3, scanners 0; apps 60; an empty user-agent 5; an
+//!   unnamed user-agent that is neither a browser's nor an app's 20.
 //! - A user-agent claiming a configured verified bot: from inside its ranges it keeps its score and
 //!   is `verified`; from outside it is an `impersonator` with score 0.
-//! - A browser-shaped user-agent starts at 100 and loses 40 without `accept`, 30 without
+//! - A browser's user-agent starts at 100 and loses 40 without `accept`, 30 without
 //!   `accept-language`, 60 when the Chromium client hints (`sec-ch-ua`, `sec-ch-ua-platform`)
 //!   contradict it (hints absent are fine: browsers send them on HTTPS only). Below
 //!   `suspicious_below` (50) it is `suspicious`, named after the first anomaly found.
-//! - A TLS fingerprint on the deny list scores 0 (a browser-shaped request becomes `suspicious`);
+//! - A TLS fingerprint on the deny list scores 0 (a browser request becomes `suspicious`);
 //!   one on the allow list skips the header anomalies.
 //!
 //! The action is that of the first policy rule whose conditions all hold (categories, verified,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod ip;
 pub mod metrics;
 pub mod path;
+pub mod poll;
 pub mod rls;
 
 pub use cidr::CidrSet;

@@ -43,7 +43,7 @@ pub struct RawConfig {
     #[serde(default = "yes")]
     header_on_base_stage: bool,
     #[serde(default)]
-    control_plane: Option<RawControlPlane>,
+    control_plane: Option<edge_common::poll::RawSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,37 +150,6 @@ fn default_same_site() -> String {
     "Lax".into()
 }
 
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-struct RawControlPlane {
-    cluster: String,
-    path: String,
-    #[serde(default)]
-    authority: Option<String>,
-    #[serde(default = "default_poll")]
-    poll_interval_ms: u64,
-    #[serde(default = "default_timeout")]
-    timeout_ms: u64,
-    #[serde(default = "default_jitter")]
-    jitter_percent: u64,
-    #[serde(default = "default_backoff")]
-    max_backoff_ms: u64,
-}
-
-fn default_poll() -> u64 {
-    10_000
-}
-fn default_timeout() -> u64 {
-    2_000
-}
-fn default_jitter() -> u64 {
-    10
-}
-fn default_backoff() -> u64 {
-    300_000
-}
-
 /// Where the sticky key comes from, in fallback order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StickyKey {
@@ -218,16 +187,8 @@ pub struct PinCookie {
     pub attributes: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct ControlPlane {
-    pub cluster: String,
-    pub path: String,
-    pub authority: String,
-    pub poll_interval_ms: u64,
-    pub timeout_ms: u64,
-    pub jitter_percent: u64,
-    pub max_backoff_ms: u64,
-}
+/// Where the stage data is polled from (the shared poll source).
+pub type ControlPlane = edge_common::poll::Source;
 
 /// The checked configuration. Stage indices refer to `stages`.
 #[derive(Debug, Clone)]
@@ -624,62 +585,17 @@ fn compile_pin(p: RawPin) -> Result<PinCookie, ConfigError> {
     })
 }
 
-fn compile_cp(c: RawControlPlane) -> Result<ControlPlane, ConfigError> {
-    if c.cluster.is_empty() {
-        return Err(ConfigError::new(
-            "control_plane.cluster",
-            "must not be empty",
-        ));
-    }
-    if !c.path.starts_with('/') || !edge_common::valid_header_value(&c.path) {
-        return Err(ConfigError::new(
-            "control_plane.path",
-            format!("`{}` must start with `/`", c.path),
-        ));
-    }
-    if !(100..=86_400_000).contains(&c.poll_interval_ms) {
-        return Err(ConfigError::new(
-            "control_plane.poll_interval_ms",
-            format!("{} must be from 100 to 86400000", c.poll_interval_ms),
-        ));
-    }
-    if c.timeout_ms == 0 || c.timeout_ms > 60_000 {
-        return Err(ConfigError::new(
-            "control_plane.timeout_ms",
-            format!("{} must be from 1 to 60000", c.timeout_ms),
-        ));
-    }
-    if c.jitter_percent > 50 {
-        return Err(ConfigError::new(
-            "control_plane.jitter_percent",
-            format!("{} must be at most 50", c.jitter_percent),
-        ));
-    }
-    if c.max_backoff_ms < c.poll_interval_ms {
-        return Err(ConfigError::new(
-            "control_plane.max_backoff_ms",
-            format!(
-                "{} must be at least poll_interval_ms ({})",
-                c.max_backoff_ms, c.poll_interval_ms
-            ),
-        ));
-    }
-    let authority = c.authority.unwrap_or_else(|| c.cluster.clone());
-    if authority.is_empty() || !edge_common::valid_header_value(&authority) {
-        return Err(ConfigError::new(
-            "control_plane.authority",
-            "must be a host name",
-        ));
-    }
-    Ok(ControlPlane {
-        cluster: c.cluster,
-        path: c.path,
-        authority,
-        poll_interval_ms: c.poll_interval_ms,
-        timeout_ms: c.timeout_ms,
-        jitter_percent: c.jitter_percent,
-        max_backoff_ms: c.max_backoff_ms,
-    })
+fn compile_cp(c: edge_common::poll::RawSource) -> Result<ControlPlane, ConfigError> {
+    edge_common::poll::Source::compile(
+        c,
+        "control_plane",
+        edge_common::poll::Defaults {
+            poll_interval_ms: 10_000,
+            timeout_ms: 2_000,
+            jitter_percent: 10,
+            max_backoff_ms: 300_000,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
-use edge_common::headermap::HeaderMapView;
 use edge_common::host::{
     counter, metric, CallResponse, Decision, Decisions, Feature, Host, LogLevel, MetricKind,
     Request, StartError,
@@ -14,10 +12,8 @@ use edge_common::host::{
 
 use crate::assign::{assign, pin_cookie, Assignment, Reason, Request as Ask};
 use crate::config::{Config, Mode, StageData};
-use crate::poll::{Outcome, Poller, Response};
-
-/// A poller that stops renewing its lease (its VM went away) is replaced after this long.
-const LEASE_MS: u64 = 3_000;
+use crate::poll::{on_response, Outcome, Response};
+use edge_common::poll::{SharedPoll, Tick};
 
 struct Metrics {
     /// Requests per stage.
@@ -33,17 +29,10 @@ struct Metrics {
     failures: u32,
 }
 
-/// The control-plane side of one worker.
-#[derive(Default)]
+/// The control-plane side of one worker: the shared poll, and the stage-data version in force.
 struct Poll {
-    poller: Option<Poller>,
-    /// Unique among this plugin's VMs (from a shared counter).
-    id: u64,
-    /// CAS of the shared stage data last applied.
-    data_cas: Option<u32>,
-    pending_call: Option<u32>,
-    /// Whether this VM holds the poller lease.
-    holder: bool,
+    shared: SharedPoll,
+    version: u64,
 }
 
 pub struct StageRouting {
@@ -51,9 +40,7 @@ pub struct StageRouting {
     metrics: Metrics,
     /// The stage data in force on this worker.
     data: RefCell<Rc<StageData>>,
-    /// Shared-data keys: lease, data, id counter.
-    keys: [String; 3],
-    poll: RefCell<Poll>,
+    poll: Option<RefCell<Poll>>,
 }
 
 /// What a request keeps for its response: the pin cookie to set.
@@ -99,30 +86,20 @@ impl StageRouting {
             .property(&["plugin_name"])
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_else(|| "stage_routing".into());
-        let keys = [
-            format!("stage_routing/{plugin}/lease"),
-            format!("stage_routing/{plugin}/data"),
-            format!("stage_routing/{plugin}/ids"),
-        ];
         host.record(metrics.version, 0);
         let data = RefCell::new(Rc::new(cfg.data.clone()));
+        let poll = cfg.control_plane.as_ref().map(|cp| {
+            RefCell::new(Poll {
+                shared: SharedPoll::new(host, &format!("stage_routing/{plugin}"), cp),
+                version: 0,
+            })
+        });
         let f = Self {
             cfg,
             metrics,
             data,
-            keys,
-            poll: RefCell::default(),
+            poll,
         };
-        let id = f.next_id(host);
-        let now = now_ms(host);
-        if let Ok(mut p) = f.poll.try_borrow_mut() {
-            p.id = id;
-            p.poller = f
-                .cfg
-                .control_plane
-                .as_ref()
-                .map(|cp| Poller::new(cp, now, edge_common::hash::hash64(id, b"start")));
-        }
         f.sync_data(host);
         Ok(f)
     }
@@ -207,35 +184,14 @@ impl StageRouting {
         }
     }
 
-    fn next_id(&self, host: &impl Host) -> u64 {
-        let key = &self.keys[2];
-        for _ in 0..16 {
-            let (bytes, cas) = host.shared_get(key).unwrap_or((None, None));
-            let n = bytes
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
-                .saturating_add(1);
-            if host.shared_set(key, n.to_string().as_bytes(), cas).is_ok() {
-                return n;
-            }
-        }
-        // Contention beyond reason: fall back to the clock, unique enough for a lease owner.
-        now_ms(host)
-    }
-
     /// Applies the stage data a poller published, if it changed since the last look.
     fn sync_data(&self, host: &impl Host) {
-        let Ok((Some(bytes), cas)) = host.shared_get(&self.keys[1]) else {
+        let Some(Ok(mut poll)) = self.poll.as_ref().map(RefCell::try_borrow_mut) else {
             return;
         };
-        let Ok(mut poll) = self.poll.try_borrow_mut() else {
+        let Some(bytes) = poll.shared.changed(host) else {
             return;
         };
-        if cas == poll.data_cas {
-            return;
-        }
-        poll.data_cas = cas;
         match self.cfg.parse_stage_data(&bytes) {
             Ok(d) => {
                 let v = d.version;
@@ -262,9 +218,7 @@ impl StageRouting {
                     *cur = Rc::new(d);
                 }
                 host.record(self.metrics.version, v);
-                if let Some(p) = &mut poll.poller {
-                    p.version = p.version.max(v);
-                }
+                poll.version = poll.version.max(v);
             }
             // Written by a VM with another configuration (e.g. before a reload): ignore it.
             Err(e) => host.log(
@@ -277,76 +231,19 @@ impl StageRouting {
         }
     }
 
-    /// Takes or renews the poller lease; true if this VM holds it.
-    fn hold_lease(&self, host: &impl Host, id: u64, now: u64) -> bool {
-        let (bytes, cas) = host.shared_get(&self.keys[0]).unwrap_or((None, None));
-        let current = bytes.and_then(|b| String::from_utf8(b).ok()).and_then(|s| {
-            let (id, exp) = s.split_once(' ')?;
-            Some((id.parse::<u64>().ok()?, exp.parse::<u64>().ok()?))
-        });
-        let free = match current {
-            None => true,
-            Some((holder, exp)) => holder == id || exp <= now,
-        };
-        free && host
-            .shared_set(
-                &self.keys[0],
-                format!("{id} {}", now.saturating_add(LEASE_MS)).as_bytes(),
-                cas,
-            )
-            .is_ok()
-    }
-
     fn poll(&self, host: &impl Host) {
-        let Some(cp) = &self.cfg.control_plane else {
+        let (Some(cp), Some(Ok(mut poll))) = (
+            &self.cfg.control_plane,
+            self.poll.as_ref().map(RefCell::try_borrow_mut),
+        ) else {
             return;
         };
-        let Ok(mut poll) = self.poll.try_borrow_mut() else {
-            return;
-        };
-        let now = now_ms(host);
-        let due = poll.poller.as_ref().is_some_and(|p| p.due(cp, now));
-        // The holder renews on every tick; the others look only when their own poll is due.
-        if poll.holder || due {
-            poll.holder = self.hold_lease(host, poll.id, now);
-        }
-        if !poll.holder {
-            if due {
-                if let Some(p) = &mut poll.poller {
-                    // Not ours to poll: look again after an interval.
-                    p.dispatch_failed_quietly(cp, now);
-                }
-            }
-            return;
-        }
-        if !due || poll.pending_call.is_some() {
-            return;
-        }
-        let noise = edge_common::hash::hash64(poll.id, &now.to_le_bytes());
-        let Some(p) = &mut poll.poller else { return };
-        let headers = p.request_headers(cp);
-        match host.http_call(
-            &cp.cluster,
-            &headers,
-            None,
-            Duration::from_millis(cp.timeout_ms),
-        ) {
-            Ok(token) => {
-                p.started(now);
-                poll.pending_call = Some(token);
-            }
-            Err(e) => {
-                p.dispatch_failed(cp, now, noise);
-                host.count(self.metrics.failures, 1);
-                host.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "cannot call control plane cluster `{}` ({e:?}); keeping stage data version {}",
-                        cp.cluster,
-                        self.data().version
-                    ),
-                );
-            }
+        if let Tick::DispatchFailed(why) = poll.shared.tick(host, cp) {
+            host.count(self.metrics.failures, 1);
+            host.log(
+                LogLevel::Warn,
+                &format!("{why}; keeping stage data version {}", self.data().version),
+            );
         }
     }
 }
@@ -395,45 +292,32 @@ impl Feature for StageRouting {
         let CallResponse::Http { headers, body } = response else {
             return;
         };
+        let Some(cell) = &self.poll else {
+            return;
+        };
+        if !cell
+            .try_borrow_mut()
+            .is_ok_and(|mut p| p.shared.owns(token))
         {
-            let Ok(mut poll) = self.poll.try_borrow_mut() else {
-                return;
-            };
-            if poll.pending_call != Some(token) {
-                return;
-            }
-            poll.pending_call = None;
+            return;
         }
-        let map = if headers > 0 {
-            host.call_response_header_map()
-        } else {
-            None
-        };
-        let view = map.as_deref().and_then(HeaderMapView::parse);
-        let status = view
-            .as_ref()
-            .and_then(|h| h.get_str(":status"))
-            .and_then(|s| s.parse::<u16>().ok());
-        let etag = view.as_ref().and_then(|h| h.get_str("etag"));
-        let body = if body > 0 {
-            host.call_response_body(body).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let (status, etag, body) = edge_common::poll::read_response(host, headers, body);
         let now = now_ms(host);
         let outcome = {
-            let Ok(mut poll) = self.poll.try_borrow_mut() else {
+            let Ok(mut poll) = cell.try_borrow_mut() else {
                 return;
             };
-            let noise = edge_common::hash::hash64(poll.id, &now.to_le_bytes());
-            let Some(p) = &mut poll.poller else { return };
-            p.on_response(
+            let noise = poll.shared.noise(now);
+            let Poll { shared, version } = &mut *poll;
+            on_response(
+                &mut shared.poller,
+                version,
                 &self.cfg,
                 now,
                 noise,
                 &Response {
                     status,
-                    etag,
+                    etag: etag.as_deref(),
                     body: &body,
                 },
             )
@@ -442,7 +326,10 @@ impl Feature for StageRouting {
         match outcome {
             Outcome::Updated(d) => {
                 let v = d.version;
-                if host.shared_set(&self.keys[1], &body, None).is_ok() {
+                let published = cell
+                    .try_borrow()
+                    .is_ok_and(|p| p.shared.publish(host, &body));
+                if published {
                     host.count(m.updates, 1);
                     host.log(LogLevel::Info, &format!("applying stage data version {v}"));
                     self.sync_data(host);
@@ -469,6 +356,7 @@ impl Feature for StageRouting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use edge_common::host::fake::{configure, respond, run, FakeHost};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;

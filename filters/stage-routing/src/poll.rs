@@ -1,18 +1,10 @@
-//! The control-plane poll, as a state machine over plain inputs: when to poll next (interval with
-//! jitter, exponential backoff after failures), the conditional request (`If-None-Match`), and
-//! what a response means. The adapter does the I/O: one worker at a time polls (a lease in shared
-//! data), publishes good data in shared data, and every worker applies it on its tick.
+//! The control-plane poll of stage data: the shared poller of `edge_common::poll` (interval with
+//! jitter, backoff, `If-None-Match`, one poller for all workers), plus what stage data adds: a
+//! version that only moves forward.
+
+pub use edge_common::poll::{failure_cause, Response};
 
 use crate::config::{Config, ControlPlane, StageData};
-
-/// A control-plane response as the host reports it.
-#[derive(Debug, Clone, Copy)]
-pub struct Response<'a> {
-    /// `None`: no response (timeout, connection failure, no such cluster).
-    pub status: Option<u16>,
-    pub etag: Option<&'a str>,
-    pub body: &'a [u8],
-}
 
 /// What a poll came to.
 #[derive(Debug)]
@@ -25,98 +17,33 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Names why a poll got status `status`: Envoy answers a callout it could not complete with a
-/// local reply (504 `upstream request timeout`, 503 `no healthy upstream` or `upstream connect
-/// error ... reset reason: ...`), which says more than the status.
-pub fn failure_cause(status: u16, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body.get(..512).unwrap_or(body));
-    let text = text.trim();
-    let lower = text.to_ascii_lowercase();
-    if lower.starts_with("upstream request timeout") {
-        return format!("timeout (status {status}: no answer within timeout_ms)");
-    }
-    if lower.starts_with("no healthy upstream") {
-        return format!("no healthy upstream (status {status}: the cluster has no endpoint up)");
-    }
-    if lower.contains("connection refused") {
-        return format!("connection refused (status {status})");
-    }
-    if let Some((_, reason)) = lower.split_once("reset reason: ") {
-        let reason = reason.split(',').next().unwrap_or(reason).trim();
-        return format!("connection failed: {reason} (status {status})");
-    }
-    format!("status {status} from the control plane")
-}
-
+/// A stage-data poller on its own (the feature keeps the same two parts in its shared poll).
 #[derive(Debug, Clone)]
 pub struct Poller {
-    pub etag: Option<String>,
+    inner: edge_common::poll::Poller,
     /// The version of the data last published (0: the configuration's).
     pub version: u64,
-    failures: u32,
-    next_at_ms: u64,
-    in_flight_since: Option<u64>,
+}
+
+impl std::ops::Deref for Poller {
+    type Target = edge_common::poll::Poller;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Poller {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
 }
 
 impl Poller {
-    /// A poller that polls first at `now_ms` (after a jitter of up to one interval's
-    /// `jitter_percent`, so workers and restarts spread out).
     pub fn new(cp: &ControlPlane, now_ms: u64, noise: u64) -> Self {
         Self {
-            etag: None,
+            inner: edge_common::poll::Poller::new(cp, now_ms, noise),
             version: 0,
-            failures: 0,
-            next_at_ms: now_ms + jitter(cp, noise),
-            in_flight_since: None,
         }
-    }
-
-    /// Whether a poll should start now.
-    pub fn due(&self, cp: &ControlPlane, now_ms: u64) -> bool {
-        match self.in_flight_since {
-            // A lost callback must not stop polling forever.
-            Some(t) => now_ms >= t + cp.timeout_ms + 5_000,
-            None => now_ms >= self.next_at_ms,
-        }
-    }
-
-    pub fn started(&mut self, now_ms: u64) {
-        self.in_flight_since = Some(now_ms);
-    }
-
-    /// The request headers of a poll.
-    pub fn request_headers<'a>(&'a self, cp: &'a ControlPlane) -> Vec<(&'a str, &'a str)> {
-        let mut h = vec![
-            (":method", "GET"),
-            (":path", cp.path.as_str()),
-            (":authority", cp.authority.as_str()),
-            ("accept", "application/json"),
-        ];
-        if let Some(e) = &self.etag {
-            h.push(("if-none-match", e.as_str()));
-        }
-        h
-    }
-
-    /// The dispatch failed before any request went out.
-    pub fn dispatch_failed(&mut self, cp: &ControlPlane, now_ms: u64, noise: u64) {
-        self.in_flight_since = None;
-        self.fail(cp, now_ms, noise);
-    }
-
-    /// Another VM holds the poller lease: look again after one interval (no backoff, no count).
-    pub fn dispatch_failed_quietly(&mut self, cp: &ControlPlane, now_ms: u64) {
-        self.next_at_ms = now_ms + cp.poll_interval_ms;
-    }
-
-    fn fail(&mut self, cp: &ControlPlane, now_ms: u64, noise: u64) {
-        self.failures = self.failures.saturating_add(1);
-        let shift = self.failures.min(20);
-        let backoff = cp
-            .poll_interval_ms
-            .saturating_mul(1u64 << shift)
-            .min(cp.max_backoff_ms);
-        self.next_at_ms = now_ms + backoff + jitter(cp, noise);
     }
 
     /// Interprets a response; schedules the next poll.
@@ -127,66 +54,57 @@ impl Poller {
         noise: u64,
         r: &Response<'_>,
     ) -> Outcome {
-        self.in_flight_since = None;
-        let cp = match &cfg.control_plane {
-            Some(cp) => cp,
-            None => return Outcome::Failed("no control plane configured".into()),
-        };
-        let outcome = match r.status {
-            None => Outcome::Failed("no response (timeout or connection failure)".into()),
-            Some(304) => Outcome::Unchanged,
-            Some(200) => match cfg.parse_stage_data(r.body) {
-                Ok(d) if d.version == self.version && self.version != 0 => {
-                    self.etag = r.etag.map(str::to_string);
-                    Outcome::Unchanged
-                }
-                Ok(d) if d.version < self.version => Outcome::Failed(format!(
-                    "version {} is older than the current {}",
-                    d.version, self.version
-                )),
-                Ok(d) => {
-                    self.etag = r.etag.map(str::to_string);
-                    self.version = d.version;
-                    Outcome::Updated(Box::new(d))
-                }
-                Err(e) => Outcome::Failed(format!(
-                    "invalid stage data: {}: {}",
-                    if e.field.is_empty() {
-                        "(root)"
-                    } else {
-                        &e.field
-                    },
-                    e.message
-                )),
-            },
-            Some(s) => Outcome::Failed(failure_cause(s, r.body)),
-        };
-        match outcome {
-            Outcome::Failed(_) => self.fail(cp, now_ms, noise),
-            _ => {
-                self.failures = 0;
-                self.next_at_ms = now_ms + cp.poll_interval_ms + jitter(cp, noise);
-            }
-        }
-        outcome
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    pub fn next_at_ms(&self) -> u64 {
-        self.next_at_ms
+        on_response(&mut self.inner, &mut self.version, cfg, now_ms, noise, r)
     }
 }
 
-/// Up to `jitter_percent` of the interval, from a noise value.
-fn jitter(cp: &ControlPlane, noise: u64) -> u64 {
-    let span = cp.poll_interval_ms * cp.jitter_percent / 100;
-    if span == 0 {
-        0
-    } else {
-        noise % (span + 1)
+/// Interprets a response to a poll of stage data, `version` being the version in force; schedules
+/// the next poll.
+pub fn on_response(
+    p: &mut edge_common::poll::Poller,
+    version: &mut u64,
+    cfg: &Config,
+    now_ms: u64,
+    noise: u64,
+    r: &Response<'_>,
+) -> Outcome {
+    let Some(cp) = &cfg.control_plane else {
+        return Outcome::Failed("no control plane configured".into());
+    };
+    let body = match p.answer(cp, now_ms, noise, r) {
+        edge_common::poll::Answer::Body(b) => b,
+        edge_common::poll::Answer::NotModified => return Outcome::Unchanged,
+        edge_common::poll::Answer::Failed(why) => return Outcome::Failed(why),
+    };
+    match cfg.parse_stage_data(body) {
+        Ok(d) if d.version == *version && *version != 0 => {
+            p.accepted(cp, now_ms, noise, r.etag);
+            Outcome::Unchanged
+        }
+        Ok(d) if d.version < *version => {
+            p.rejected(cp, now_ms, noise);
+            Outcome::Failed(format!(
+                "version {} is older than the current {}",
+                d.version, *version
+            ))
+        }
+        Ok(d) => {
+            p.accepted(cp, now_ms, noise, r.etag);
+            *version = d.version;
+            Outcome::Updated(Box::new(d))
+        }
+        Err(e) => {
+            p.rejected(cp, now_ms, noise);
+            Outcome::Failed(format!(
+                "invalid stage data: {}: {}",
+                if e.field.is_empty() {
+                    "(root)"
+                } else {
+                    &e.field
+                },
+                e.message
+            ))
+        }
     }
 }
 
@@ -342,9 +260,6 @@ mod tests {
             failure_cause(503, b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
             "connection failed: connection termination (status 503)"
         );
-        assert_eq!(
-            failure_cause(500, b"oops"),
-            "status 500 from the control plane"
-        );
+        assert_eq!(failure_cause(500, b"oops"), "status 500 from the server");
     }
 }
