@@ -1,8 +1,9 @@
 //! bot_detection.wasm in real Envoy (`--concurrency 2`): thousands of real browser and bot user
 //! agents under load each get exactly the action the library decides; tags reach the upstream and
 //! client-sent copies never do; Googlebot is verified from inside its ranges (client address from
-//! `x-forwarded-for` with one trusted hop) and blocked as an impersonator from outside; bad
-//! configurations are rejected naming the field.
+//! `x-forwarded-for` with one trusted hop) and blocked as an impersonator from outside; ranges
+//! polled from a published file follow its changes and survive a bad file; bad configurations are
+//! rejected naming the field.
 
 mod common;
 
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use bot_detection::config::{Action, Config};
 use bot_detection::detect::{decide, Signals};
-use edge_tests::client::RequestSpec;
-use edge_tests::echo::EchoReply;
+use edge_tests::client::{self, RequestSpec};
+use edge_tests::echo::{EchoReply, Script};
 use edge_tests::{Gateway, Load, RunningGateway};
 use serde_json::{json, Value};
 
@@ -32,15 +33,20 @@ fn verified_config() -> Value {
 }
 
 async fn gateway(config: &Value) -> RunningGateway {
-    Gateway::new()
+    gateway_with(config, None).await
+}
+
+async fn gateway_with(config: &Value, extra_cluster: Option<&str>) -> RunningGateway {
+    let mut g = Gateway::new()
         .runtime(common::runtime())
         .wasm(common::filter("bot_detection", config.clone()))
         .echo_cluster("prod")
         .workers(2)
-        .xff_num_trusted_hops(1)
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"))
+        .xff_num_trusted_hops(1);
+    if let Some(c) = extra_cluster {
+        g = g.echo_cluster(c);
+    }
+    g.start().await.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Browser and bot user agents from the evaluation corpora (`make bot-corpora`).
@@ -257,4 +263,94 @@ async fn bad_configurations_are_rejected_naming_the_field() {
          "invalid configuration: policy[0].categories[0]: unknown variant `robots`"),
     ];
     common::assert_configs_rejected("bot_detection", &cases).await;
+}
+
+/// Scripts what the `ranges` upstream answers for `/googlebot.json`.
+async fn serve_ranges(gw: &RunningGateway, status: u16, body: &str) {
+    let url = gw.upstream_url("ranges").expect("ranges upstream");
+    let spec = RequestSpec::get("/__script/googlebot.json")
+        .method(http::Method::PUT)
+        .body(
+            serde_json::to_vec(&Script {
+                status,
+                body: body.into(),
+                etag: None,
+                delay_ms: 0,
+            })
+            .unwrap(),
+        );
+    let r = client::send(url, &spec, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+/// The status of a Googlebot request from `ip`: 200 when verified (tagged and forwarded), 403 as
+/// an impersonator.
+async fn googlebot_from(gw: &RunningGateway, ip: &str) -> u16 {
+    gw.get("/", &[("user-agent", GOOGLEBOT), ("x-forwarded-for", ip)])
+        .await
+        .unwrap()
+        .status
+}
+
+/// Waits (bounded: 10 s) until every one of 8 requests from `ip` gets `status` (both workers
+/// apply a published file on their own tick).
+async fn settles(gw: &RunningGateway, ip: &str, status: u16) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let mut all = true;
+        for _ in 0..8 {
+            all &= googlebot_from(gw, ip).await == status;
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_ranges_follow_the_published_file_and_keep_the_last_good_one() {
+    let config = json!({
+        "verified_bots": [{
+            "name": "Googlebot",
+            "user_agent_contains": ["googlebot"],
+            "ranges_from": [{"cluster": "ranges", "path": "/googlebot.json",
+                "poll_interval_ms": 500, "timeout_ms": 300, "jitter_percent": 0, "max_backoff_ms": 1000}]
+        }]
+    });
+    let gw = gateway_with(&config, Some("ranges")).await;
+    serve_ranges(&gw, 200, r#"{"creationTime":"2026-11-27T00:00:00","prefixes":[{"ipv4Prefix":"192.0.2.0/24"}]}"#).await;
+    assert!(settles(&gw, "192.0.2.7", 200).await, "first file not applied");
+    assert_eq!(googlebot_from(&gw, "198.51.100.7").await, 403);
+    // The file changes: verification follows.
+    serve_ranges(&gw, 200, r#"{"prefixes":[{"ipv4Prefix":"198.51.100.0/24"}]}"#).await;
+    assert!(settles(&gw, "198.51.100.7", 200).await, "new file not applied");
+    assert!(settles(&gw, "192.0.2.7", 403).await);
+    // A bad file and an error keep the last good ranges.
+    for (status, body) in [(200, r#"{"prefixes":[{"ipv4Prefix":"nope"}]}"#), (503, "down")] {
+        serve_ranges(&gw, status, body).await;
+        let before = gw
+            .stat("wasmcustom.bot_detection.ranges.failures")
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let start = std::time::Instant::now();
+        while gw
+            .stat("wasmcustom.bot_detection.ranges.failures")
+            .await
+            .unwrap()
+            .unwrap_or(0)
+            <= before
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "no failed poll seen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for _ in 0..8 {
+            assert_eq!(googlebot_from(&gw, "198.51.100.7").await, 200, "{status} {body}");
+        }
+    }
+    assert!(gw.logs().contains("invalid range file: prefixes[0].ipv4Prefix"));
 }

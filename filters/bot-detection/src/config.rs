@@ -96,6 +96,11 @@ pub struct RawVerifiedBot {
     pub ranges: Option<PublishedRanges>,
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// Published range files to poll from Envoy clusters (same JSON format as `ranges`), on top
+    /// of `ranges` and `cidrs`: one poller for all workers, `If-None-Match`, jittered interval
+    /// (default 1 h), backoff after failures, and the last good file kept when a poll fails.
+    #[serde(default)]
+    pub ranges_from: Vec<edge_common::poll::RawSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +234,53 @@ pub struct VerifiedBot {
     /// Lowercase needles.
     pub user_agent_contains: Vec<String>,
     pub ranges: CidrSet,
+    /// Range files polled at run time (their ranges add to `ranges`).
+    pub sources: Vec<edge_common::poll::Source>,
+}
+
+/// Defaults of a `ranges_from` poll: the operators update their files a few times a day.
+pub const RANGES_POLL: edge_common::poll::Defaults = edge_common::poll::Defaults {
+    poll_interval_ms: 3_600_000,
+    timeout_ms: 5_000,
+    jitter_percent: 10,
+    max_backoff_ms: 21_600_000,
+};
+
+impl PublishedRanges {
+    /// The prefixes as networks; errors name `{at}prefixes[j].<field>`.
+    pub fn nets(&self, at: &str) -> Result<Vec<IpNet>, ConfigError> {
+        let mut nets = Vec::with_capacity(self.prefixes.len());
+        for (j, p) in self.prefixes.iter().enumerate() {
+            let (field, v) = match (&p.ipv4, &p.ipv6) {
+                (Some(v4), None) => ("ipv4Prefix", v4),
+                (None, Some(v6)) => ("ipv6Prefix", v6),
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{at}prefixes[{j}]"),
+                        "needs exactly one of ipv4Prefix or ipv6Prefix",
+                    ))
+                }
+            };
+            nets.push(
+                parse_net(v)
+                    .map_err(|m| ConfigError::new(format!("{at}prefixes[{j}].{field}"), m))?,
+            );
+        }
+        Ok(nets)
+    }
+
+    /// Parses a published range file (as served at run time): at least one prefix, all valid.
+    pub fn parse_file(body: &[u8]) -> Result<CidrSet, String> {
+        let r: PublishedRanges =
+            serde_json::from_slice(body).map_err(|e| format!("not a published range file: {e}"))?;
+        let nets = r
+            .nets("")
+            .map_err(|e| format!("{}: {}", e.field, e.message))?;
+        if nets.is_empty() {
+            return Err("prefixes: is empty".into());
+        }
+        Ok(CidrSet::from_nets(nets))
+    }
 }
 
 #[derive(Debug)]
@@ -311,31 +363,25 @@ impl Config {
             }
             let mut nets: Vec<IpNet> = Vec::new();
             if let Some(r) = &b.ranges {
-                for (j, p) in r.prefixes.iter().enumerate() {
-                    let (field, v) = match (&p.ipv4, &p.ipv6) {
-                        (Some(v4), None) => ("ipv4Prefix", v4),
-                        (None, Some(v6)) => ("ipv6Prefix", v6),
-                        _ => {
-                            return Err(ConfigError::new(
-                                format!("{at}.ranges.prefixes[{j}]"),
-                                "needs exactly one of ipv4Prefix or ipv6Prefix",
-                            ))
-                        }
-                    };
-                    nets.push(parse_net(v).map_err(|m| {
-                        ConfigError::new(format!("{at}.ranges.prefixes[{j}].{field}"), m)
-                    })?);
-                }
+                nets.extend(r.nets(&format!("{at}.ranges."))?);
             }
             for (j, c) in b.cidrs.iter().enumerate() {
                 nets.push(
                     parse_net(c).map_err(|m| ConfigError::new(format!("{at}.cidrs[{j}]"), m))?,
                 );
             }
-            if nets.is_empty() {
+            let mut sources = Vec::new();
+            for (j, r) in b.ranges_from.into_iter().enumerate() {
+                sources.push(edge_common::poll::Source::compile(
+                    r,
+                    &format!("{at}.ranges_from[{j}]"),
+                    RANGES_POLL,
+                )?);
+            }
+            if nets.is_empty() && sources.is_empty() {
                 return Err(ConfigError::new(
                     format!("{at}.ranges"),
-                    "give the bot's IP ranges (`ranges` as published, or `cidrs`)",
+                    "give the bot's IP ranges (`ranges` as published, `cidrs`, or `ranges_from`)",
                 ));
             }
             verified_bots.push(VerifiedBot {
@@ -346,6 +392,7 @@ impl Config {
                     .map(|s| s.to_ascii_lowercase())
                     .collect(),
                 ranges: CidrSet::from_nets(nets),
+                sources,
             });
         }
 

@@ -64,6 +64,18 @@ pub fn decide_with<'c>(
     class: UaClass<'c>,
     client_ip: &dyn Fn() -> Option<IpAddr>,
 ) -> Verdict<'c> {
+    decide_polled(cfg, s, class, client_ip, &|_, _| false)
+}
+
+/// [`decide_with`], with the ranges polled at run time: `polled(i, ip)` says whether `ip` is in
+/// the ranges last fetched for `verified_bots[i]` (on top of its configured ranges).
+pub fn decide_polled<'c>(
+    cfg: &'c Config,
+    s: &Signals<'_>,
+    class: UaClass<'c>,
+    client_ip: &dyn Fn() -> Option<IpAddr>,
+    polled: &dyn Fn(usize, IpAddr) -> bool,
+) -> Verdict<'c> {
     let ua = s.user_agent.unwrap_or(b"");
     let (mut category, mut name, mut score): (Category, Option<&'c str>, u8) = match class {
         UaClass::Empty => (Category::UnknownBot, Some("empty user-agent"), 5),
@@ -72,13 +84,13 @@ pub fn decide_with<'c>(
         UaClass::Browser => (Category::Human, None, 100),
     };
     let mut verified = false;
-    if let Some(bot) = cfg.verified_bots.iter().find(|b| {
+    if let Some((i, bot)) = cfg.verified_bots.iter().enumerate().find(|(_, b)| {
         b.user_agent_contains
             .iter()
             .any(|n| contains_ci(ua, n.as_bytes()))
     }) {
         match client_ip() {
-            Some(ip) if bot.ranges.contains(ip) => {
+            Some(ip) if bot.ranges.contains(ip) || polled(i, ip) => {
                 verified = true;
                 name = Some(&bot.name);
                 if !category.is_bot() {

@@ -2,13 +2,18 @@
 //! application (tag / block / allow); in `edge.wasm` the verdict also goes to later features.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 
 use edge_common::headermap::HeaderMapView;
-use edge_common::host::{counter, Decision, Decisions, Feature, Host, Request, StartError};
+use edge_common::host::{
+    counter, CallResponse, Decision, Decisions, Feature, Host, LogLevel, Request, StartError,
+};
+use edge_common::poll::{read_response, Answer, Response, SharedPoll, Tick};
+use edge_common::CidrSet;
 
 use crate::category::Category;
-use crate::config::{Action, Config, FingerprintSource, Mode};
-use crate::detect::{decide_with, Signals};
+use crate::config::{Action, Config, FingerprintSource, Mode, PublishedRanges};
+use crate::detect::{decide_polled, Signals};
 use crate::ua::UaCache;
 
 struct Metrics {
@@ -19,6 +24,21 @@ struct Metrics {
     /// By action, shadow mode (what would have been done).
     shadow: [u32; 3],
     verified: u32,
+    ranges_updates: u32,
+    ranges_not_modified: u32,
+    ranges_failures: u32,
+}
+
+/// One polled range file of one verified bot, on this worker.
+struct RangePoll {
+    /// Index in `verified_bots`, and in its `ranges_from`.
+    bot: usize,
+    source: usize,
+    shared: SharedPoll,
+    /// The ranges of the last good file (empty until one arrives).
+    ranges: CidrSet,
+    /// Hash of the last good file published, to tell a changed file from the same one again.
+    published: Option<u64>,
 }
 
 pub struct BotDetection {
@@ -26,6 +46,7 @@ pub struct BotDetection {
     metrics: Metrics,
     /// This worker's user-agent classifications.
     cache: RefCell<UaCache>,
+    polls: Vec<RefCell<RangePoll>>,
 }
 
 fn action_index(a: Action) -> usize {
@@ -57,12 +78,92 @@ impl BotDetection {
             action: per_action("action")?,
             shadow: per_action("shadow_action")?,
             verified: counter(host, "bot_detection.verified")?,
+            ranges_updates: counter(host, "bot_detection.ranges.updates")?,
+            ranges_not_modified: counter(host, "bot_detection.ranges.not_modified")?,
+            ranges_failures: counter(host, "bot_detection.ranges.failures")?,
         };
-        Ok(Self {
+        let plugin = host
+            .property(&["plugin_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| "bot_detection".into());
+        let mut polls = Vec::new();
+        for (bot, b) in cfg.verified_bots.iter().enumerate() {
+            for (source, src) in b.sources.iter().enumerate() {
+                let prefix = format!("bot_detection/{plugin}/ranges/{bot}/{source}");
+                polls.push(RefCell::new(RangePoll {
+                    bot,
+                    source,
+                    shared: SharedPoll::new(host, &prefix, src),
+                    ranges: CidrSet::default(),
+                    published: None,
+                }));
+            }
+        }
+        let f = Self {
             cfg,
             metrics,
             cache: RefCell::default(),
+            polls,
+        };
+        f.sync_ranges(host);
+        Ok(f)
+    }
+
+    /// Whether `ip` is in the polled ranges of `verified_bots[bot]`.
+    fn in_polled(&self, bot: usize, ip: IpAddr) -> bool {
+        self.polls.iter().any(|p| {
+            p.try_borrow()
+                .is_ok_and(|p| p.bot == bot && p.ranges.contains(ip))
         })
+    }
+
+    fn what(&self, p: &RangePoll) -> String {
+        let name = self
+            .cfg
+            .verified_bots
+            .get(p.bot)
+            .map_or("", |b| b.name.as_str());
+        format!(
+            "verified_bots[{}] ({name}) ranges_from[{}]",
+            p.bot, p.source
+        )
+    }
+
+    fn source(&self, p: &RangePoll) -> Option<&edge_common::poll::Source> {
+        self.cfg.verified_bots.get(p.bot)?.sources.get(p.source)
+    }
+
+    /// Applies range files other workers' polls published.
+    fn sync_ranges(&self, host: &impl Host) {
+        for cell in &self.polls {
+            let Ok(mut p) = cell.try_borrow_mut() else {
+                continue;
+            };
+            let Some(bytes) = p.shared.changed(host) else {
+                continue;
+            };
+            match PublishedRanges::parse_file(&bytes) {
+                Ok(set) => {
+                    host.log(
+                        LogLevel::Info,
+                        &format!(
+                            "{}: {} address intervals in force",
+                            self.what(&p),
+                            set.interval_count()
+                        ),
+                    );
+                    p.published = Some(edge_common::hash::hash64(0, &bytes));
+                    p.ranges = set;
+                }
+                Err(e) => host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{}: published ranges unreadable ({e}); keeping the last good ones",
+                        self.what(&p)
+                    ),
+                ),
+            }
+        }
     }
 }
 
@@ -80,6 +181,107 @@ impl Feature for BotDetection {
             self.cfg.verified_bots.len(),
             self.cfg.mode
         )
+    }
+
+    fn on_tick(&self, host: &impl Host) {
+        if self.polls.is_empty() {
+            return;
+        }
+        self.sync_ranges(host);
+        for cell in &self.polls {
+            let Ok(mut p) = cell.try_borrow_mut() else {
+                continue;
+            };
+            let Some(src) = self.source(&p) else {
+                continue;
+            };
+            if let Tick::DispatchFailed(why) = p.shared.tick(host, src) {
+                host.count(self.metrics.ranges_failures, 1);
+                host.log(
+                    LogLevel::Warn,
+                    &format!("{}: {why}; keeping the last good ranges", self.what(&p)),
+                );
+            }
+        }
+    }
+
+    fn on_call_response(&self, host: &impl Host, token: u32, response: CallResponse) {
+        let CallResponse::Http { headers, body } = response else {
+            return;
+        };
+        let Some(cell) = self
+            .polls
+            .iter()
+            .find(|c| c.try_borrow_mut().is_ok_and(|mut p| p.shared.owns(token)))
+        else {
+            return;
+        };
+        let Ok(mut p) = cell.try_borrow_mut() else {
+            return;
+        };
+        let Some(src) = self.source(&p) else {
+            return;
+        };
+        let (status, etag, body) = read_response(host, headers, body);
+        let now = host.now_ns() / 1_000_000;
+        let noise = p.shared.noise(now);
+        let r = Response {
+            status,
+            etag: etag.as_deref(),
+            body: &body,
+        };
+        let m = &self.metrics;
+        match p.shared.poller.answer(src, now, noise, &r) {
+            Answer::NotModified => host.count(m.ranges_not_modified, 1),
+            Answer::Failed(why) => {
+                host.count(m.ranges_failures, 1);
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{}: poll failed: {why}; keeping the last good ranges",
+                        self.what(&p)
+                    ),
+                );
+            }
+            Answer::Body(b) => match PublishedRanges::parse_file(b) {
+                Ok(set) => {
+                    p.shared.poller.accepted(src, now, noise, r.etag);
+                    let hash = edge_common::hash::hash64(0, b);
+                    if p.published == Some(hash) {
+                        host.count(m.ranges_not_modified, 1);
+                    } else if p.shared.publish(host, b) {
+                        host.count(m.ranges_updates, 1);
+                        host.log(
+                            LogLevel::Info,
+                            &format!(
+                                "{}: {} address intervals fetched",
+                                self.what(&p),
+                                set.interval_count()
+                            ),
+                        );
+                    } else {
+                        host.count(m.ranges_failures, 1);
+                        host.log(
+                            LogLevel::Warn,
+                            &format!("{}: cannot publish ranges in shared data", self.what(&p)),
+                        );
+                    }
+                }
+                Err(e) => {
+                    p.shared.poller.rejected(src, now, noise);
+                    host.count(m.ranges_failures, 1);
+                    host.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "{}: invalid range file: {e}; keeping the last good ranges",
+                            self.what(&p)
+                        ),
+                    );
+                }
+            },
+        }
+        drop(p);
+        self.sync_ranges(host);
     }
 
     fn on_request_headers(
@@ -113,7 +315,9 @@ impl Feature for BotDetection {
             Ok(mut c) => cfg.matcher.classify_cached(ua, &mut c),
             Err(_) => cfg.matcher.classify(ua),
         };
-        let v = decide_with(cfg, &signals, class, &|| req.client_ip(host));
+        let v = decide_polled(cfg, &signals, class, &|| req.client_ip(host), &|i, ip| {
+            self.in_polled(i, ip)
+        });
         decisions.bot_category = Some(v.category.as_str());
         decisions.verified_bot = v.name.filter(|_| v.verified).map(str::to_string);
 
@@ -207,6 +411,7 @@ fn scan<'a>(
 mod tests {
     use super::*;
     use edge_common::host::fake::{configure, run, FakeHost};
+    use std::time::Duration;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -361,5 +566,117 @@ mod tests {
         send(&h, CHROME, "1.2.3.4:1", &BROWSER);
         h.set_property(&["filter_state", "ja4"], b"t13d_bad");
         assert_eq!(run(&f, &h).decisions.bot_category, Some("suspicious"));
+    }
+
+    /// Serves `body` with `status` to the poll that went out last.
+    fn serve(f: &BotDetection, h: &FakeHost, status: &str, etag: Option<&str>, body: &str) {
+        let call = h.calls().pop().expect("a poll went out");
+        let mut headers = vec![(":status", status)];
+        if let Some(e) = etag {
+            headers.push(("etag", e));
+        }
+        h.set_call_response(&headers, body.as_bytes());
+        f.on_call_response(
+            h,
+            call.token,
+            CallResponse::Http {
+                headers: headers.len(),
+                body: body.len(),
+            },
+        );
+    }
+
+    fn category(f: &BotDetection, h: &FakeHost, client: &str) -> Option<&'static str> {
+        send(h, GOOGLEBOT, client, &BROWSER);
+        run(f, h).decisions.bot_category
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn polled_ranges_follow_the_published_file_and_keep_the_last_good_one() {
+        let (f, h) = configure::<BotDetection>(
+            r#"{"verified_bots":[{"name":"Googlebot","user_agent_contains":["googlebot"],
+                "cidrs":["66.249.64.0/27"],
+                "ranges_from":[{"cluster":"google","path":"/static/search/apis/ipranges/googlebot.json","poll_interval_ms":1000,"jitter_percent":0}]}]}"#,
+        );
+        // Before any file: only the configured ranges.
+        assert_eq!(category(&f, &h, "66.249.64.1"), Some("search_engine"));
+        assert_eq!(category(&f, &h, "192.0.2.7"), Some("impersonator"));
+        f.on_tick(&h);
+        let call = h.calls().pop().unwrap();
+        assert_eq!(call.cluster, "google");
+        assert!(call.headers.contains(&(
+            ":path".into(),
+            "/static/search/apis/ipranges/googlebot.json".into()
+        )));
+        serve(
+            &f,
+            &h,
+            "200",
+            Some("\"a\""),
+            r#"{"creationTime":"2026-11-27T00:00:00","prefixes":[{"ipv4Prefix":"192.0.2.0/24"},{"ipv6Prefix":"2001:db8::/32"}]}"#,
+        );
+        assert_eq!(h.metric("bot_detection.ranges.updates"), Some(1));
+        assert_eq!(category(&f, &h, "192.0.2.7"), Some("search_engine"));
+        assert_eq!(category(&f, &h, "2001:db8::1"), Some("search_engine"));
+        assert_eq!(category(&f, &h, "66.249.64.1"), Some("search_engine"));
+        // The file changes: the next poll (with the ETag) moves verification over.
+        h.advance(Duration::from_millis(1_100));
+        f.on_tick(&h);
+        assert!(h
+            .calls()
+            .last()
+            .unwrap()
+            .headers
+            .contains(&("if-none-match".into(), "\"a\"".into())));
+        serve(
+            &f,
+            &h,
+            "200",
+            Some("\"b\""),
+            r#"{"prefixes":[{"ipv4Prefix":"198.51.100.0/24"}]}"#,
+        );
+        assert_eq!(category(&f, &h, "198.51.100.9"), Some("search_engine"));
+        assert_eq!(category(&f, &h, "192.0.2.7"), Some("impersonator"));
+        // A bad file, an error status and a 304 keep the last good ranges.
+        for (status, body) in [
+            ("200", r#"{"prefixes":[{"ipv4Prefix":"not-a-cidr"}]}"#),
+            ("200", r#"{"prefixes":[]}"#),
+            ("200", "<html>"),
+            ("503", "no healthy upstream"),
+            ("304", ""),
+        ] {
+            h.advance(Duration::from_secs(600));
+            f.on_tick(&h);
+            serve(&f, &h, status, None, body);
+            assert_eq!(
+                category(&f, &h, "198.51.100.9"),
+                Some("search_engine"),
+                "{status} {body}"
+            );
+        }
+        assert_eq!(h.metric("bot_detection.ranges.failures"), Some(4));
+        assert_eq!(h.metric("bot_detection.ranges.not_modified"), Some(1));
+        assert!(h.logs().iter().any(|(_, m)| m
+            == "verified_bots[0] (Googlebot) ranges_from[0]: invalid range file: prefixes[0].ipv4Prefix: `not-a-cidr` is not a CIDR range or IP address; keeping the last good ranges"));
+        assert!(h.logs().iter().any(|(_, m)| m.contains(
+            "poll failed: no healthy upstream (status 503: the cluster has no endpoint up)"
+        )));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn a_bot_may_have_only_polled_ranges_and_sources_are_checked() {
+        assert!(Config::from_json(
+            br#"{"verified_bots":[{"name":"Bingbot","user_agent_contains":["bingbot"],
+                "ranges_from":[{"cluster":"bing","path":"/toolbox/bingbot.json"}]}]}"#
+        )
+        .is_ok_and(|c| c.verified_bots[0].sources[0].poll_interval_ms == 3_600_000));
+        let e = Config::from_json(
+            br#"{"verified_bots":[{"name":"Bingbot","user_agent_contains":["bingbot"],
+                "ranges_from":[{"cluster":"bing","path":"bingbot.json"}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "verified_bots[0].ranges_from[0].path");
     }
 }

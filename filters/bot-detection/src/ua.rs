@@ -853,7 +853,7 @@ mod tests {
         );
         assert_eq!(
             m.classify(format!("{CHROME} Chrome-Lighthouse").as_bytes()),
-            UaClass::Matched(Category::Seo, "Lighthouse")
+            UaClass::Matched(Category::Monitor, "Lighthouse")
         );
         // An in-app browser's extra product token is not a bot signal.
         assert_eq!(

@@ -210,12 +210,19 @@ impl Feature for Edge {
     }
 
     fn on_tick(&self, host: &impl Host) {
+        if let Some(f) = &self.bot {
+            f.on_tick(host);
+        }
         if let Some(f) = &self.stage {
             f.on_tick(host);
         }
     }
 
+    /// Polls (bot ranges, stage data): each feature answers only the calls it made.
     fn on_call_response(&self, host: &impl Host, token: u32, response: CallResponse) {
+        if let Some(f) = &self.bot {
+            f.on_call_response(host, token, response);
+        }
         if let Some(f) = &self.stage {
             f.on_call_response(host, token, response);
         }

@@ -356,8 +356,8 @@ impl Feature for StageRouting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use edge_common::host::fake::{configure, respond, run, FakeHost};
+    use std::time::Duration;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
