@@ -123,8 +123,15 @@ images: envoy echo rls redis
 	@./envoy/image/ensure-image.sh $(REDIS_IMAGE) $$(command -v redis-server) redis-server 6379
 
 ## ---------------------------------------------------------------- run
-run: edge-wasm envoy tools redis
-	@ENVOY_BIN=$(ENVOY_BIN) ./envoy/run.sh
+# The demo's tools build with the `tools` profile (no optimisation: about a minute less than
+# release on 2 cores) into target/tools/. Envoy starts once edge.wasm and the echo upstream are
+# built; the rate limit service finishes building in the background (the `/partner/` rule uses its
+# local fallback until it answers).
+DEMO_TOOLS := cargo build --profile tools
+run: edge-wasm envoy redis
+	$(DEMO_TOOLS) -p edge-echo --bin echo-upstream
+	@ENVOY_BIN=$(ENVOY_BIN) ECHO_BIN=target/tools/echo-upstream RLS_BIN=target/tools/edge-ratelimit \
+	  RLS_BUILD="$(DEMO_TOOLS) -p edge-ratelimit --bin edge-ratelimit" ./envoy/run.sh
 
 compose: build images
 	@echo "demo gateway on http://127.0.0.1:8080 (admin http://127.0.0.1:9901); Ctrl-C stops it"

@@ -13,7 +13,11 @@ REDIS_BIN=${REDIS_BIN:-$(command -v redis-server || true)}
 WORKERS=${WORKERS:-2}
 [ -x "$ENVOY_BIN" ] || { echo "run: Envoy not found; run 'make setup'" >&2; exit 1; }
 [ -x "$ECHO_BIN" ] || { echo "run: $ECHO_BIN not found; run 'make echo'" >&2; exit 1; }
-[ -x "$RLS_BIN" ] || { echo "run: $RLS_BIN not found; run 'make rls'" >&2; exit 1; }
+# RLS_BUILD (set by `make run`): a command that builds RLS_BIN, run in the background so that the
+# gateway answers before the rate limit service is built; until it answers, the global rule uses its
+# local fallback.
+RLS_BUILD=${RLS_BUILD:-}
+[ -n "$RLS_BUILD" ] || [ -x "$RLS_BIN" ] || { echo "run: $RLS_BIN not found; run 'make rls'" >&2; exit 1; }
 [ -n "$REDIS_BIN" ] || { echo "run: redis-server not found; run 'make redis'" >&2; exit 1; }
 
 for port in 8080 8081 8082 8083 8084 9102 6390 9901; do
@@ -41,8 +45,25 @@ for stage in prod canary next; do
 done
 "$REDIS_BIN" --port 6390 --bind 127.0.0.1 --save '' --appendonly no --logfile /dev/null &
 pids+=($!)
-"$RLS_BIN" --config envoy/ratelimit.yaml --redis redis://127.0.0.1:6390 --listen 127.0.0.1:8084 \
-  --metrics 127.0.0.1:9102 --log-format text >/dev/null &
+start_rls() {
+  exec "$RLS_BIN" --config envoy/ratelimit.yaml --redis redis://127.0.0.1:6390 --listen 127.0.0.1:8084 \
+    --metrics 127.0.0.1:9102 --log-format text >/dev/null
+}
+if [ -n "$RLS_BUILD" ]; then
+  rls_log=target/tools/rls-build.log
+  mkdir -p target/tools
+  (
+    if $RLS_BUILD >"$rls_log" 2>&1; then
+      echo "run: rate limit service built; starting it on 127.0.0.1:8084"
+      start_rls
+    else
+      echo "run: building the rate limit service failed (see $rls_log); /partner/ stays on its local fallback" >&2
+      exec sleep infinity
+    fi
+  ) &
+else
+  start_rls &
+fi
 pids+=($!)
 "$ENVOY_BIN" -c envoy/edge.yaml --concurrency "$WORKERS" --disable-hot-restart \
   -l warning --component-log-level wasm:info &
@@ -52,6 +73,10 @@ pids+=($envoy_pid)
 for _ in $(seq 1 150); do
   kill -0 "$envoy_pid" 2>/dev/null || { echo "run: Envoy exited (see its log above)" >&2; exit 1; }
   if [ "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9901/ready)" = 200 ]; then
+    rls_note=""
+    if ! (exec 3<>/dev/tcp/127.0.0.1/8084) 2>/dev/null; then
+      rls_note="  (the rate limit service is still building in the background: until it answers, /partner/ uses its local fallback, 3/s with a burst of 5)"
+    fi
     cat <<MSG
 
 Demo gateway ready: http://127.0.0.1:8080 -> echo upstreams 'prod', 'canary', 'next' (admin http://127.0.0.1:9901)
@@ -67,7 +92,7 @@ Demo gateway ready: http://127.0.0.1:8080 -> echo upstreams 'prod', 'canary', 'n
   for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/api/x; done; echo   # rate limit: 10 burst, 5/s
   curl -si 127.0.0.1:8080/api/x | grep -i ratelimit
   for i in \$(seq 8); do curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8080/partner/x -H 'x-api-key: k1' -A 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0' -H 'accept: text/html' -H 'accept-language: en'; done; echo   # global limit (RLS + Redis): 5 burst, 3/s, for a browser (curl's own user agent meets the bots rule first)
-  curl -s 127.0.0.1:9102/metrics | grep '^edge_ratelimit_answers'
+  curl -s 127.0.0.1:9102/metrics | grep '^edge_ratelimit_answers'${rls_note}
   curl -s 127.0.0.1:9901/stats/prometheus | grep '^rate_limit_'
   for u in \$(seq 20); do echo -n "user \$u: "; curl -s -o /dev/null -D - 127.0.0.1:8080/ -H "x-user-id: \$u" -A 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0' -H 'accept: text/html' -H 'accept-language: en' | grep -i x-echo-name; done   # stages: 90/10 sticky (user 11 is canary; a browser, as curl's own user agent is rate limited as a bot)
   curl -s -o /dev/null -D - '127.0.0.1:8080/?stage=next' | grep -i x-echo-name                 # stage override (QA)
