@@ -425,9 +425,10 @@ impl UaMatcher {
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            // A full DFA: about 3x faster per byte than the default NFA here, for a few hundred
-            // KiB of memory per worker.
-            .kind(Some(AhoCorasickKind::DFA))
+            // A contiguous NFA: with ~1,700 needles a full DFA is about twice as fast per
+            // user-agent (0.6 against 1.3 µs natively) but takes 6.5 MiB per worker and 4x the
+            // start-up time, against 0.4 MiB here. Requests mostly hit the per-worker cache.
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
             .build(&needles)
             .map_err(|e| ConfigError::new("patterns", format!("cannot build the matcher: {e}")))?;
         let regexes = if regexes.is_empty() {
@@ -448,6 +449,11 @@ impl UaMatcher {
             regexes,
             regex_patterns,
         })
+    }
+
+    /// Heap bytes of the automaton (per worker).
+    pub fn memory_usage(&self) -> usize {
+        self.ac.memory_usage()
     }
 
     /// Number of needles (built-in and user), not counting internal markers.

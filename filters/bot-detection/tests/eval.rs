@@ -86,7 +86,12 @@ fn pct(a: usize, b: usize) -> f64 {
 fn recall_false_positives_and_named_categories_on_public_corpora() {
     let t = std::time::Instant::now();
     let cfg = Config::from_json(b"{}").unwrap();
-    println!("configure: {:?}", t.elapsed());
+    println!(
+        "configure: {:?}, {} needles, automaton {} KiB",
+        t.elapsed(),
+        cfg.matcher.len(),
+        cfg.matcher.memory_usage() / 1024
+    );
     let sets = [
         ("bots_tune", true),
         ("bots_holdout", true),
