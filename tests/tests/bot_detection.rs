@@ -322,15 +322,34 @@ async fn polled_ranges_follow_the_published_file_and_keep_the_last_good_one() {
         }]
     });
     let gw = gateway_with(&config, Some("ranges")).await;
-    serve_ranges(&gw, 200, r#"{"creationTime":"2026-11-27T00:00:00","prefixes":[{"ipv4Prefix":"192.0.2.0/24"}]}"#).await;
-    assert!(settles(&gw, "192.0.2.7", 200).await, "first file not applied");
+    serve_ranges(
+        &gw,
+        200,
+        r#"{"creationTime":"2026-11-27T00:00:00","prefixes":[{"ipv4Prefix":"192.0.2.0/24"}]}"#,
+    )
+    .await;
+    assert!(
+        settles(&gw, "192.0.2.7", 200).await,
+        "first file not applied"
+    );
     assert_eq!(googlebot_from(&gw, "198.51.100.7").await, 403);
     // The file changes: verification follows.
-    serve_ranges(&gw, 200, r#"{"prefixes":[{"ipv4Prefix":"198.51.100.0/24"}]}"#).await;
-    assert!(settles(&gw, "198.51.100.7", 200).await, "new file not applied");
+    serve_ranges(
+        &gw,
+        200,
+        r#"{"prefixes":[{"ipv4Prefix":"198.51.100.0/24"}]}"#,
+    )
+    .await;
+    assert!(
+        settles(&gw, "198.51.100.7", 200).await,
+        "new file not applied"
+    );
     assert!(settles(&gw, "192.0.2.7", 403).await);
     // A bad file and an error keep the last good ranges.
-    for (status, body) in [(200, r#"{"prefixes":[{"ipv4Prefix":"nope"}]}"#), (503, "down")] {
+    for (status, body) in [
+        (200, r#"{"prefixes":[{"ipv4Prefix":"nope"}]}"#),
+        (503, "down"),
+    ] {
         serve_ranges(&gw, status, body).await;
         let before = gw
             .stat("wasmcustom.bot_detection.ranges.failures")
@@ -345,12 +364,21 @@ async fn polled_ranges_follow_the_published_file_and_keep_the_last_good_one() {
             .unwrap_or(0)
             <= before
         {
-            assert!(start.elapsed() < Duration::from_secs(10), "no failed poll seen");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no failed poll seen"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for _ in 0..8 {
-            assert_eq!(googlebot_from(&gw, "198.51.100.7").await, 200, "{status} {body}");
+            assert_eq!(
+                googlebot_from(&gw, "198.51.100.7").await,
+                200,
+                "{status} {body}"
+            );
         }
     }
-    assert!(gw.logs().contains("invalid range file: prefixes[0].ipv4Prefix"));
+    assert!(gw
+        .logs()
+        .contains("invalid range file: prefixes[0].ipv4Prefix"));
 }
