@@ -43,6 +43,11 @@ impl Action {
 pub struct RawConfig {
     #[serde(default)]
     pub mode: Mode,
+    /// Write this request's decisions to Envoy filter state (`key=value` items; the access log
+    /// reads them with `%FILTER_STATE(wasm.<feature>.decision:PLAIN)%`). One host call per
+    /// request; off by default.
+    #[serde(default)]
+    pub decision_filter_state: bool,
     #[serde(default = "yes")]
     pub builtin_patterns: bool,
     #[serde(default)]
@@ -212,6 +217,8 @@ impl Default for RawHeaders {
 #[derive(Debug)]
 pub struct Config {
     pub mode: Mode,
+    /// Write the decisions to filter state (see the raw field).
+    pub decision_filter_state: bool,
     pub matcher: UaMatcher,
     pub verified_bots: Vec<VerifiedBot>,
     pub anomalies: bool,
@@ -487,6 +494,7 @@ impl Config {
         ];
         Ok(Config {
             mode: raw.mode,
+            decision_filter_state: raw.decision_filter_state,
             matcher,
             verified_bots,
             anomalies: raw.anomalies.enabled,

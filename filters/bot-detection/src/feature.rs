@@ -183,6 +183,12 @@ impl Feature for BotDetection {
         )
     }
 
+    fn decision_filter_state(&self) -> Option<&'static str> {
+        self.cfg
+            .decision_filter_state
+            .then_some("bot_detection.decision")
+    }
+
     fn on_tick(&self, host: &impl Host) {
         if self.polls.is_empty() {
             return;
@@ -320,6 +326,22 @@ impl Feature for BotDetection {
         });
         decisions.bot_category = Some(v.category.as_str());
         decisions.verified_bot = v.name.filter(|_| v.verified).map(str::to_string);
+        if decisions.explain.is_some() {
+            decisions.note("bot", &format!("{}/{}", v.category.as_str(), v.score));
+            if let Some(n) = v.name {
+                decisions.note("bot_name", n);
+            }
+            if v.verified {
+                decisions.note("bot_verified", "true");
+            }
+            let action = match (cfg.mode, v.action) {
+                (Mode::Shadow, _) => "shadow",
+                (_, Action::Allow) => "allow",
+                (_, Action::Tag) => "tag",
+                (_, Action::Block) => "block",
+            };
+            decisions.note("bot_action", action);
+        }
 
         let m = &self.metrics;
         if let Some(&id) = m.category.get(v.category.index()) {

@@ -15,6 +15,11 @@ use crate::schemes::secure_link::{self, Part};
 pub struct RawConfig {
     #[serde(default)]
     pub mode: Mode,
+    /// Write this request's decisions to Envoy filter state (`key=value` items; the access log
+    /// reads them with `%FILTER_STATE(wasm.<feature>.decision:PLAIN)%`). One host call per
+    /// request; off by default.
+    #[serde(default)]
+    pub decision_filter_state: bool,
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
     /// Status for expired tokens (403, or 410 Gone).
@@ -208,6 +213,8 @@ pub enum Location {
 #[derive(Debug)]
 pub struct Config {
     pub mode: Mode,
+    /// Write the decisions to filter state (see the raw field).
+    pub decision_filter_state: bool,
     pub leeway: u64,
     pub expired_status: u32,
     pub paths: PathPolicy,
@@ -325,6 +332,7 @@ impl Config {
         }
         Ok(Config {
             mode: raw.mode,
+            decision_filter_state: raw.decision_filter_state,
             leeway: raw.leeway_seconds,
             expired_status: u32::from(raw.expired_status),
             paths: raw.paths,

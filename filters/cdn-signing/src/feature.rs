@@ -90,11 +90,17 @@ impl Feature for CdnSigning {
         )
     }
 
+    fn decision_filter_state(&self) -> Option<&'static str> {
+        self.cfg
+            .decision_filter_state
+            .then_some("cdn_signing.decision")
+    }
+
     fn on_request_headers(
         &self,
         host: &impl Host,
         req: &Request<'_>,
-        _: &mut Decisions,
+        decisions: &mut Decisions,
         _: &mut (),
     ) -> Decision {
         let cfg = &self.cfg;
@@ -167,6 +173,14 @@ impl Feature for CdnSigning {
         };
         if out.checked {
             count(outcome_index(&out.result));
+            if decisions.explain.is_some() {
+                let route = cfg.routes.get(out.route).map_or("", |r| r.name.as_str());
+                let what = match out.result {
+                    Ok(()) => "valid",
+                    Err(r) => r.as_str(),
+                };
+                decisions.note("cdn", &format!("{route}:{what}"));
+            }
         }
         if let (Err(refusal), true) = (out.result, enforce) {
             let status = if refusal == Refusal::Expired {

@@ -156,6 +156,7 @@ impl Feature for Edge {
         let assignment = self.stage.as_ref().map(|s| {
             let a = s.assign(host, req, &s.data());
             decisions.stage = s.cfg.stages.get(a.stage).cloned();
+            s.note(&a, decisions);
             a
         });
         if let Some(f) = &self.rate_limit {
@@ -183,17 +184,39 @@ impl Feature for Edge {
         }
     }
 
+    /// One filter state key for the whole pass, when any section asks for its decisions.
+    fn decision_filter_state(&self) -> Option<&'static str> {
+        let asked = self
+            .bot
+            .as_ref()
+            .is_some_and(|f| f.cfg.decision_filter_state)
+            || self
+                .cdn
+                .as_ref()
+                .is_some_and(|f| f.cfg.decision_filter_state)
+            || self
+                .rate_limit
+                .as_ref()
+                .is_some_and(|f| f.cfg.decision_filter_state)
+            || self
+                .stage
+                .as_ref()
+                .is_some_and(|f| f.cfg.decision_filter_state);
+        asked.then_some("edge.decision")
+    }
+
     fn on_request_call_response(
         &self,
         host: &impl Host,
         state: &mut EdgeRequest,
+        decisions: &mut Decisions,
         token: u32,
         response: CallResponse,
     ) -> Decision {
         let Some(f) = &self.rate_limit else {
             return Decision::Continue;
         };
-        let d = f.on_request_call_response(host, &mut state.rate_limit, token, response);
+        let d = f.on_request_call_response(host, &mut state.rate_limit, decisions, token, response);
         if d != Decision::Continue {
             return d;
         }
@@ -375,6 +398,50 @@ mod tests {
         assert_eq!(out.host_calls, 5, "map, clock, bucket get + set, x-stage");
         respond(&f, &h, &mut out.state);
         assert_eq!(h.response_header("x-ratelimit-limit"), None);
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn decisions_are_explained_only_when_asked() {
+        let (f, h) = edge();
+        assert_eq!(f.decision_filter_state(), None);
+        send(&h, "/", "curl/8.5.0", "u1", "198.51.100.7:1");
+        assert_eq!(run(&f, &h).decisions.explain, None);
+        // One section asking turns on the explanation of the whole pass, under one key.
+        let (f, h) = configure::<Edge>(
+            r#"{"bot_detection": {"decision_filter_state": true, "default_action": "tag"},
+                "rate_limit": {"rules": [{"name": "bots", "match": {"bot_categories": ["http_library"]},
+                    "key": [{"type": "client_ip"}], "requests_per_unit": 1, "unit": "minute", "burst": 1}]},
+                "stage_routing": {"stages": [{"name": "prod", "weight": 100}],
+                    "sticky_key": [{"type": "header", "name": "x-user-id"}]}}"#,
+        );
+        assert_eq!(f.decision_filter_state(), Some("edge.decision"));
+        send(&h, "/", "curl/8.5.0", "u1", "198.51.100.7:1");
+        assert_eq!(
+            run(&f, &h).decisions.explain.as_deref(),
+            Some("bot=http_library/5 bot_name=curl bot_action=tag stage=prod/hash rate_limit=bots:allowed")
+        );
+        send(
+            &h,
+            "/",
+            "Mozilla/5.0 (compatible; Zorblax Bot/1.0)",
+            "u1",
+            "198.51.100.7:1",
+        );
+        let out = run(&f, &h);
+        assert_eq!(out.decision, Decision::Continue);
+        assert_eq!(
+            out.decisions.explain.as_deref(),
+            Some("bot=unknown_bot/10 bot_name=bot_token bot_action=tag stage=prod/hash")
+        );
+        send(&h, "/", "curl/8.5.0", "u1", "198.51.100.7:1");
+        let out = run(&f, &h);
+        assert_eq!(out.decision, Decision::Replied);
+        assert!(out
+            .decisions
+            .explain
+            .as_deref()
+            .is_some_and(|e| e.ends_with("rate_limit=bots:limited")));
     }
 
     /// The bench's combined request (valid Akamai token, browser, API key, sticky user) with the

@@ -50,6 +50,11 @@ pub enum MissingKey {
 pub struct RawConfig {
     #[serde(default)]
     pub mode: Mode,
+    /// Write this request's decisions to Envoy filter state (`key=value` items; the access log
+    /// reads them with `%FILTER_STATE(wasm.<feature>.decision:PLAIN)%`). One host call per
+    /// request; off by default.
+    #[serde(default)]
+    pub decision_filter_state: bool,
     #[serde(default)]
     pub failure_mode: FailureMode,
     #[serde(default = "default_max_buckets")]
@@ -283,6 +288,8 @@ pub enum RawKeyPart {
 #[derive(Debug)]
 pub struct Config {
     pub mode: Mode,
+    /// Write the decisions to filter state (see the raw field).
+    pub decision_filter_state: bool,
     pub failure_mode: FailureMode,
     pub max_buckets: u32,
     pub limited_status: u32,
@@ -415,6 +422,7 @@ impl Config {
         }
         Ok(Config {
             mode: raw.mode,
+            decision_filter_state: raw.decision_filter_state,
             failure_mode: raw.failure_mode,
             max_buckets: raw.max_buckets,
             limited_status: u32::from(raw.limited_response.status),

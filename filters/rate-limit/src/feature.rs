@@ -48,6 +48,8 @@ pub struct RateLimit {
 pub struct Report {
     pub verdict: Option<RuleVerdict>,
     pub pending: Option<Pending>,
+    /// The deciding rule and its outcome in words, for the request's explanation.
+    pub note: Option<(usize, &'static str)>,
 }
 
 /// A global rule's counters (`rate_limit.<rule>.rls.<what>`).
@@ -195,6 +197,99 @@ impl RateLimit {
         }
     }
 
+    /// A global rule's answer from the rate limit service (or its failure).
+    fn call_answered(
+        &self,
+        host: &impl Host,
+        report: &mut Report,
+        token: u32,
+        response: CallResponse,
+    ) -> Decision {
+        let Some(p) = report.pending.filter(|p| p.token == token) else {
+            return Decision::Continue;
+        };
+        report.pending = None;
+        let (Some(rule), Some(Some(gm))) = (self.cfg.rules.get(p.rule), self.global.get(p.rule))
+        else {
+            return Decision::Continue;
+        };
+        let Some(g) = &rule.global else {
+            return Decision::Continue;
+        };
+        let now = host.now_ns();
+        let answer = match response {
+            CallResponse::Grpc { status: 0, message } => host
+                .grpc_response_body(message)
+                .ok_or(Failure::BadAnswer)
+                .and_then(|b| global::parse_answer(&b)),
+            CallResponse::Grpc { status, .. } => Err(Failure::from_grpc_status(status)),
+            CallResponse::Http { .. } => Err(Failure::BadAnswer),
+        };
+        let a = match answer {
+            Ok(a) => a,
+            Err(why) => {
+                let at = At {
+                    rule,
+                    g,
+                    gm,
+                    i: p.rule,
+                    fp: p.fp,
+                };
+                return self.failed(host, &at, why, now, report);
+            }
+        };
+        if let Ok(mut b) = self.breakers.try_borrow_mut() {
+            if let Some(b) = b.get_mut(p.rule) {
+                b.answered(host, &rule.name, g);
+            }
+        }
+        let key = global::cache_key(&self.ns, p.fp);
+        let v = if a.over_limit {
+            host.count(gm.over_limit, 1);
+            let hold = global::hold_ns(&a, p.hits);
+            global::remember(host, &key, None, now.saturating_add(hold), now);
+            RuleVerdict {
+                rule: p.rule,
+                outcome: Outcome::Limited,
+                remaining: 0,
+                reset_s: global::ceil_secs(a.reset_ns),
+                retry_after_s: global::ceil_secs(hold).max(1),
+            }
+        } else {
+            host.count(gm.ok, 1);
+            if p.hits > 1 {
+                global::remember(
+                    host,
+                    &key,
+                    Some(u64::from(p.hits - 1)),
+                    now.saturating_add(g.batch_ttl_ns),
+                    now,
+                );
+            }
+            RuleVerdict {
+                rule: p.rule,
+                outcome: Outcome::Allowed,
+                remaining: a.remaining,
+                reset_s: global::ceil_secs(a.reset_ns),
+                retry_after_s: 0,
+            }
+        };
+        self.count(host, &v);
+        let limited = v.outcome == Outcome::Limited;
+        self.finish(host, Some(v), limited, report)
+    }
+
+    /// Adds the verdict to the request's explanation (`rate_limit=<rule>:<outcome>`).
+    fn explain(&self, report: &mut Report, decisions: &mut Decisions) {
+        if decisions.explain.is_none() {
+            return;
+        }
+        if let Some((rule, outcome)) = report.note.take() {
+            let name = self.cfg.rules.get(rule).map_or("", |r| r.name.as_str());
+            decisions.note("rate_limit", &format!("{name}:{outcome}"));
+        }
+    }
+
     /// Applies the decision: the limited reply, or the verdict kept for the response headers.
     fn finish(
         &self,
@@ -204,7 +299,20 @@ impl RateLimit {
         report: &mut Report,
     ) -> Decision {
         let cfg = &self.cfg;
-        if cfg.mode == Mode::Shadow {
+        let shadow = cfg.mode == Mode::Shadow;
+        if let Some(v) = &v {
+            report.note = Some((
+                v.rule,
+                match (v.outcome, limited, shadow) {
+                    (Outcome::Error { .. }, true, false) => "error_denied",
+                    (Outcome::Error { .. }, _, _) => "error_allowed",
+                    (_, true, true) => "shadow_limited",
+                    (_, true, false) => "limited",
+                    _ => "allowed",
+                },
+            ));
+        }
+        if shadow {
             return Decision::Continue;
         }
         let Some(v) = v else {
@@ -454,93 +562,34 @@ impl Feature for RateLimit {
                 &mut count,
             )
         };
-        if let Some((i, fp)) = d.global {
+        let out = if let Some((i, fp)) = d.global {
             // The request's clock: read once, shared with any local rule before.
             let now = req.now_ns(host);
-            return self.ask(host, &line, &view, i, fp, now, report);
-        }
-        self.finish(host, d.report, d.limited, report)
+            self.ask(host, &line, &view, i, fp, now, report)
+        } else {
+            self.finish(host, d.report, d.limited, report)
+        };
+        self.explain(report, decisions);
+        out
+    }
+
+    fn decision_filter_state(&self) -> Option<&'static str> {
+        self.cfg
+            .decision_filter_state
+            .then_some("rate_limit.decision")
     }
 
     fn on_request_call_response(
         &self,
         host: &impl Host,
         report: &mut Report,
+        decisions: &mut Decisions,
         token: u32,
         response: CallResponse,
     ) -> Decision {
-        let Some(p) = report.pending.filter(|p| p.token == token) else {
-            return Decision::Continue;
-        };
-        report.pending = None;
-        let (Some(rule), Some(Some(gm))) = (self.cfg.rules.get(p.rule), self.global.get(p.rule))
-        else {
-            return Decision::Continue;
-        };
-        let Some(g) = &rule.global else {
-            return Decision::Continue;
-        };
-        let now = host.now_ns();
-        let answer = match response {
-            CallResponse::Grpc { status: 0, message } => host
-                .grpc_response_body(message)
-                .ok_or(Failure::BadAnswer)
-                .and_then(|b| global::parse_answer(&b)),
-            CallResponse::Grpc { status, .. } => Err(Failure::from_grpc_status(status)),
-            CallResponse::Http { .. } => Err(Failure::BadAnswer),
-        };
-        let a = match answer {
-            Ok(a) => a,
-            Err(why) => {
-                let at = At {
-                    rule,
-                    g,
-                    gm,
-                    i: p.rule,
-                    fp: p.fp,
-                };
-                return self.failed(host, &at, why, now, report);
-            }
-        };
-        if let Ok(mut b) = self.breakers.try_borrow_mut() {
-            if let Some(b) = b.get_mut(p.rule) {
-                b.answered(host, &rule.name, g);
-            }
-        }
-        let key = global::cache_key(&self.ns, p.fp);
-        let v = if a.over_limit {
-            host.count(gm.over_limit, 1);
-            let hold = global::hold_ns(&a, p.hits);
-            global::remember(host, &key, None, now.saturating_add(hold), now);
-            RuleVerdict {
-                rule: p.rule,
-                outcome: Outcome::Limited,
-                remaining: 0,
-                reset_s: global::ceil_secs(a.reset_ns),
-                retry_after_s: global::ceil_secs(hold).max(1),
-            }
-        } else {
-            host.count(gm.ok, 1);
-            if p.hits > 1 {
-                global::remember(
-                    host,
-                    &key,
-                    Some(u64::from(p.hits - 1)),
-                    now.saturating_add(g.batch_ttl_ns),
-                    now,
-                );
-            }
-            RuleVerdict {
-                rule: p.rule,
-                outcome: Outcome::Allowed,
-                remaining: a.remaining,
-                reset_s: global::ceil_secs(a.reset_ns),
-                retry_after_s: 0,
-            }
-        };
-        self.count(host, &v);
-        let limited = v.outcome == Outcome::Limited;
-        self.finish(host, Some(v), limited, report)
+        let d = self.call_answered(host, report, token, response);
+        self.explain(report, decisions);
+        d
     }
 
     fn on_response_headers(&self, host: &impl Host, report: &mut Report) {

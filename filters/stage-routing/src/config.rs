@@ -21,6 +21,11 @@ pub const MAX_STAGES: usize = 32;
 pub struct RawConfig {
     #[serde(default)]
     mode: Mode,
+    /// Write this request's decisions to Envoy filter state (`key=value` items; the access log
+    /// reads them with `%FILTER_STATE(wasm.<feature>.decision:PLAIN)%`). One host call per
+    /// request; off by default.
+    #[serde(default)]
+    decision_filter_state: bool,
     stages: Vec<RawStage>,
     /// The stage that holds the buckets no other stage claims; default: the first stage.
     #[serde(default)]
@@ -194,6 +199,8 @@ pub type ControlPlane = edge_common::poll::Source;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
+    /// Write the decisions to filter state (see the raw field).
+    pub decision_filter_state: bool,
     pub stages: Vec<String>,
     pub base: usize,
     pub seed: u64,
@@ -331,6 +338,7 @@ impl Config {
             raw.stages.into_iter().map(|s| (s.name, s.weight)).collect();
         let mut cfg = Config {
             mode: raw.mode,
+            decision_filter_state: raw.decision_filter_state,
             stages: names,
             base,
             seed: edge_common::hash::hash64(0x5747_4745, raw.salt.as_bytes()),

@@ -136,6 +136,14 @@ impl StageRouting {
     }
 
     /// Applies an assignment: counters, the stage header, and the pin cookie for the response.
+    /// Adds the assignment to the request's explanation (`stage=<stage>/<reason>`).
+    pub fn note(&self, a: &Assignment, decisions: &mut Decisions) {
+        if decisions.explain.is_some() {
+            let stage = self.cfg.stages.get(a.stage).map_or("", String::as_str);
+            decisions.note("stage", &format!("{stage}/{}", a.reason.as_str()));
+        }
+    }
+
     pub fn apply(&self, host: &impl Host, req: &Request<'_>, a: Assignment, state: &mut PinState) {
         let cfg = &self.cfg;
         let h = &req.headers;
@@ -273,8 +281,15 @@ impl Feature for StageRouting {
         let data = self.data();
         let a = self.assign(host, req, &data);
         decisions.stage = self.cfg.stages.get(a.stage).cloned();
+        self.note(&a, decisions);
         self.apply(host, req, a, state);
         Decision::Continue
+    }
+
+    fn decision_filter_state(&self) -> Option<&'static str> {
+        self.cfg
+            .decision_filter_state
+            .then_some("stage_routing.decision")
     }
 
     fn on_response_headers(&self, host: &impl Host, state: &mut PinState) {

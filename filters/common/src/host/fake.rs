@@ -477,7 +477,7 @@ pub fn run<F: Feature>(f: &F, host: &FakeHost) -> Outcome<F::Request> {
     let before = host.host_calls();
     let bytes = host.request_header_map().unwrap_or_default();
     let mut state = F::Request::default();
-    let mut decisions = Decisions::default();
+    let mut decisions = Decisions::explaining(f.decision_filter_state().is_some());
     let decision = match HeaderMapView::parse(&bytes) {
         Some(view) => {
             let req = Request::new(view);
@@ -503,7 +503,13 @@ pub fn answer<F: Feature>(
     status: u32,
 ) -> Decision {
     let message = host.call_response.borrow().1.len();
-    f.on_request_call_response(host, state, token, CallResponse::Grpc { status, message })
+    f.on_request_call_response(
+        host,
+        state,
+        &mut Decisions::default(),
+        token,
+        CallResponse::Grpc { status, message },
+    )
 }
 
 /// Runs the response step for a request that went upstream.

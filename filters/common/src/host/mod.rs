@@ -144,6 +144,35 @@ pub struct Decisions {
     pub verified_bot: Option<String>,
     /// The assigned deploy stage.
     pub stage: Option<String>,
+    /// The decisions in words for the access log, when a feature's configuration asks for them
+    /// (`decision_filter_state: true`): `key=value` items separated by spaces, written once per
+    /// request step to the filter state key [`Feature::decision_filter_state`] names. `None`: not
+    /// asked for, nothing is built.
+    pub explain: Option<String>,
+}
+
+impl Decisions {
+    /// Decisions that collect their explanation (see [`Decisions::explain`]).
+    pub fn explaining(on: bool) -> Self {
+        Self {
+            explain: on.then(String::new),
+            ..Self::default()
+        }
+    }
+
+    /// Adds `key=value` to the explanation, if one is collected. Spaces in the value become `_`,
+    /// so that items stay one word each.
+    pub fn note(&mut self, key: &str, value: &str) {
+        let Some(e) = &mut self.explain else {
+            return;
+        };
+        if !e.is_empty() {
+            e.push(' ');
+        }
+        e.push_str(key);
+        e.push('=');
+        e.extend(value.chars().map(|c| if c == ' ' { '_' } else { c }));
+    }
 }
 
 /// One request as the features see it: the headers as the client sent them (read once), and
@@ -265,15 +294,22 @@ pub trait Feature: Sized + 'static {
 
     /// The response to a call a request's step made before it returned [`Decision::Pause`]:
     /// `Continue` resumes the request, `Replied` means a local reply was sent, `Pause` waits for
-    /// another call.
+    /// another call. `decisions` are the request step's, explanation included.
     fn on_request_call_response(
         &self,
         _host: &impl Host,
         _state: &mut Self::Request,
+        _decisions: &mut Decisions,
         _token: u32,
         _response: CallResponse,
     ) -> Decision {
         Decision::Continue
+    }
+
+    /// The filter state key the request's [`Decisions::explain`] is written to (Envoy's access
+    /// log reads it as `%FILTER_STATE(wasm.<key>:PLAIN)%`), when the configuration asks for it.
+    fn decision_filter_state(&self) -> Option<&'static str> {
+        None
     }
 }
 

@@ -275,6 +275,7 @@ impl<F: Feature> RootContext for Root<F> {
             counters: self.counters.clone(),
             state: F::Request::default(),
             went_upstream: false,
+            decisions: Decisions::default(),
         }))
     }
 }
@@ -285,6 +286,17 @@ struct Http<F: Feature> {
     counters: Rc<RefCell<BatchedCounters>>,
     state: F::Request,
     went_upstream: bool,
+    /// The request step's decisions, kept while the request waits for a callout.
+    decisions: Decisions,
+}
+
+/// Writes the explanation of a request's decisions to filter state, if one was asked for.
+fn write_explanation(host: &WasmHost<'_>, key: Option<&'static str>, d: &Decisions) {
+    if let (Some(key), Some(text)) = (key, d.explain.as_deref()) {
+        if !text.is_empty() && host.set_filter_state(key, text.as_bytes()).is_err() {
+            host.log(LogLevel::Warn, "cannot write the decision filter state");
+        }
+    }
 }
 
 impl<F: Feature> Http<F> {
@@ -296,8 +308,17 @@ impl<F: Feature> Http<F> {
         let host = WasmHost {
             counters: &self.counters,
         };
-        if f.on_request_call_response(&host, &mut self.state, token, response) == Decision::Continue
-        {
+        let d = f.on_request_call_response(
+            &host,
+            &mut self.state,
+            &mut self.decisions,
+            token,
+            response,
+        );
+        if d != Decision::Pause {
+            write_explanation(&host, f.decision_filter_state(), &self.decisions);
+        }
+        if d == Decision::Continue {
             self.went_upstream = true;
             if hostcalls::resume_http_request().is_err() {
                 host.log(
@@ -341,8 +362,13 @@ impl<F: Feature> HttpContext for Http<F> {
             return Action::Continue;
         };
         let req = Request::new(view);
-        let mut decisions = Decisions::default();
-        match f.on_request_headers(&host, &req, &mut decisions, &mut self.state) {
+        let key = f.decision_filter_state();
+        self.decisions = Decisions::explaining(key.is_some());
+        let d = f.on_request_headers(&host, &req, &mut self.decisions, &mut self.state);
+        if d != Decision::Pause {
+            write_explanation(&host, key, &self.decisions);
+        }
+        match d {
             Decision::Continue => {
                 self.went_upstream = true;
                 Action::Continue
