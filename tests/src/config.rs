@@ -92,6 +92,8 @@ pub struct Bootstrap<'a> {
     /// With no clusters: answer every request 200 `ok` from the route (benchmarks).
     pub direct_response: bool,
     pub xff_num_trusted_hops: u32,
+    /// An access log format, written to Envoy's stderr (its log) when set.
+    pub access_log: Option<String>,
     /// Envoy's path normalisation (`normalize_path`, `merge_slashes`, escaped slashes rejected).
     pub normalize_paths: bool,
 }
@@ -186,6 +188,13 @@ impl Bootstrap<'_> {
                             "stat_prefix": "edge",
                             "use_remote_address": true,
                             "xff_num_trusted_hops": self.xff_num_trusted_hops,
+                            "access_log": self.access_log.iter().map(|f| json!({
+                                "name": "envoy.access_loggers.stderr",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+                                    "log_format": {"text_format_source": {"inline_string": f}}
+                                }
+                            })).collect::<Vec<_>>(),
                             "normalize_path": self.normalize_paths,
                             "merge_slashes": self.normalize_paths,
                             "path_with_escaped_slashes_action":

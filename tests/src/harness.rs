@@ -170,6 +170,7 @@ pub struct Gateway {
     routes: Vec<Route>,
     workers: u32,
     xff_num_trusted_hops: u32,
+    access_log: Option<String>,
     normalize_paths: bool,
     log_level: String,
     component_log_level: Option<String>,
@@ -195,6 +196,7 @@ impl Gateway {
             routes: Vec::new(),
             workers: 2,
             xff_num_trusted_hops: 0,
+            access_log: None,
             normalize_paths: false,
             log_level: "info".into(),
             component_log_level: None,
@@ -272,6 +274,13 @@ impl Gateway {
     /// `x-forwarded-for`.
     pub fn xff_num_trusted_hops(mut self, n: u32) -> Self {
         self.xff_num_trusted_hops = n;
+        self
+    }
+
+    /// An access log on the connection manager, in Envoy's format language (a line per request
+    /// in Envoy's log, [`RunningGateway::logs`]).
+    pub fn access_log(mut self, format: &str) -> Self {
+        self.access_log = Some(format.into());
         self
     }
 
@@ -378,6 +387,7 @@ impl Gateway {
             routes: &self.routes,
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
+            access_log: self.access_log.clone(),
             normalize_paths: self.normalize_paths,
         };
         let config_path = dir.path().join("envoy.json");
@@ -508,6 +518,7 @@ impl Gateway {
             routes: &self.routes,
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
+            access_log: self.access_log.clone(),
             normalize_paths: self.normalize_paths,
         };
         let config = serde_json::to_vec_pretty(&bootstrap.to_json())?;

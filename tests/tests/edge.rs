@@ -2,7 +2,8 @@
 //! decisions shared in process. An HTTP library is limited at its own rate by its bot category,
 //! canary users share their stage's quota and land on the canary upstream, an impersonating
 //! "Googlebot" is blocked by bot detection and never reaches the limiter, and prod users pass.
-//! (Every single feature's own behaviour tests also run against edge.wasm: `EDGE_SHAPE=edge`.)
+//! Decisions are explained in the access log through filter state. (Every single feature's own
+//! behaviour tests also run against edge.wasm: `EDGE_SHAPE=edge`.)
 
 mod common;
 
@@ -201,5 +202,55 @@ async fn verified_crawlers_are_unlimited_and_bad_sections_are_refused() {
             .unwrap_or_else(|| panic!("Envoy accepted {config}"));
         let text = format!("{err:#}");
         assert!(text.contains(message), "expected {message:?} in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_explains_every_decision_from_filter_state() {
+    let mut cfg = config();
+    cfg["bot_detection"]["decision_filter_state"] = json!(true);
+    let gw = Gateway::new()
+        .runtime(common::runtime())
+        .wasm(WasmFilter::new("edge", common::wasm("edge"), cfg))
+        .echo_cluster("prod")
+        .echo_cluster("canary")
+        .route_header("x-stage", "canary", "canary")
+        .workers(2)
+        .xff_num_trusted_hops(1)
+        .access_log("ACCESS %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% [%FILTER_STATE(wasm.edge.decision:PLAIN)%]\n")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let prod = (0..)
+        .map(|i| format!("log-user-{i}"))
+        .find(|u| stage_of(u) == 0)
+        .unwrap();
+    let browser = [
+        ("user-agent", CHROME),
+        ("accept", "text/html"),
+        ("accept-language", "en"),
+        ("x-user-id", prod.as_str()),
+    ];
+    assert_eq!(gw.get("/", &browser).await.unwrap().status, 200);
+    let impostor = [
+        ("user-agent", GOOGLEBOT),
+        ("x-forwarded-for", "203.0.113.9"),
+    ];
+    assert_eq!(gw.get("/", &impostor).await.unwrap().status, 403);
+    let want = [
+        "ACCESS 200 via_upstream [bot=human/100 bot_action=allow stage=prod/hash rate_limit=users:allowed]".to_string(),
+        "ACCESS 403 bot_detection.block.impersonator [bot=impersonator/0 bot_name=Googlebot bot_action=block]".to_string(),
+    ];
+    let start = std::time::Instant::now();
+    loop {
+        let logs = gw.logs();
+        if want.iter().all(|w| logs.contains(w.as_str())) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "access log lines missing: {want:?}\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
