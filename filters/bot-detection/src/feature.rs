@@ -82,14 +82,14 @@ impl BotDetection {
             ranges_not_modified: counter(host, "bot_detection.ranges.not_modified")?,
             ranges_failures: counter(host, "bot_detection.ranges.failures")?,
         };
-        let plugin = host
-            .property(&["plugin_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_else(|| "bot_detection".into());
         let mut polls = Vec::new();
         for (bot, b) in cfg.verified_bots.iter().enumerate() {
             for (source, src) in b.sources.iter().enumerate() {
-                let prefix = format!("bot_detection/{plugin}/ranges/{bot}/{source}");
+                let prefix = edge_common::poll::shared_prefix(
+                    host,
+                    "bot_detection",
+                    &format!("/ranges/{bot}/{source}"),
+                );
                 polls.push(RefCell::new(RangePoll {
                     bot,
                     source,

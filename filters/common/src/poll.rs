@@ -440,6 +440,16 @@ impl SharedPoll {
     }
 }
 
+/// The shared-data prefix of a feature's poll: `<feature>/<plugin name>` (the Envoy plugin's
+/// `name`, so that two plugins of one VM poll apart), then `rest`.
+pub fn shared_prefix(host: &impl Host, feature: &str, rest: &str) -> String {
+    let plugin = host
+        .property(&["plugin_name"])
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| feature.to_string());
+    format!("{feature}/{plugin}{rest}")
+}
+
 /// Reads a callout's answer: status, ETag and body (`headers` / `body` as the host reported them).
 pub fn read_response(
     host: &impl Host,

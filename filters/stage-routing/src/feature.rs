@@ -82,15 +82,15 @@ impl StageRouting {
             not_modified: counter(host, "stage_routing.control_plane.not_modified")?,
             failures: counter(host, "stage_routing.control_plane.failures")?,
         };
-        let plugin = host
-            .property(&["plugin_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_else(|| "stage_routing".into());
         host.record(metrics.version, 0);
         let data = RefCell::new(Rc::new(cfg.data.clone()));
         let poll = cfg.control_plane.as_ref().map(|cp| {
             RefCell::new(Poll {
-                shared: SharedPoll::new(host, &format!("stage_routing/{plugin}"), cp),
+                shared: SharedPoll::new(
+                    host,
+                    &edge_common::poll::shared_prefix(host, "stage_routing", ""),
+                    cp,
+                ),
                 version: 0,
             })
         });
