@@ -2,7 +2,10 @@
 # `make release`: a versioned bundle of everything a deployment needs, in dist/:
 #
 #   dist/edge-filters-<version>/
-#     wasm/*.wasm                 the modules (release build), with their sha256 in SHA256SUMS
+#     wasm/<module>-<version>.wasm  the modules (release build), with their sha256 in SHA256SUMS
+#     oci/<module>-<version>.tar  OCI images of the modules (`FROM scratch`, `plugin.wasm`: the Wasm
+#                                 image layout of Istio's WasmPlugin and Envoy Gateway), `docker save`d
+#     CHANGELOG.md                this version's section (or Unreleased)
 #     bin/edge-ratelimit          the rate limit service (x86_64 Linux, glibc)
 #     schemas/*.schema.json       configuration schemas
 #     examples/                   the demo gateway, its limits file, the fleet compose files
@@ -24,11 +27,36 @@ version=${VERSION:-$(git describe --tags --always --dirty)}
 name=edge-filters-$version
 out=dist/$name
 rm -rf "$out" "dist/$name.tar.gz"
-mkdir -p "$out"/{wasm,bin,schemas,examples/fleet,docs}
+mkdir -p "$out"/{wasm,oci,bin,schemas,examples/fleet,docs}
 
 for w in noop rate_limit bot_detection cdn_signing stage_routing edge; do
-  cp target/wasm32-wasip1/release/$w.wasm "$out/wasm/"
+  cp target/wasm32-wasip1/release/$w.wasm "$out/wasm/$w-$version.wasm"
 done
+
+# OCI images of the modules, built locally (nothing is pulled): one layer, /plugin.wasm.
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  ctx=$(mktemp -d)
+  trap 'rm -rf "$ctx"' EXIT
+  for w in noop rate_limit bot_detection cdn_signing stage_routing edge; do
+    cp "$out/wasm/$w-$version.wasm" "$ctx/plugin.wasm"
+    printf 'FROM scratch\nCOPY plugin.wasm /plugin.wasm\n' > "$ctx/Dockerfile"
+    image="${w//_/-}-wasm:$version"
+    docker build -q -t "$image" \
+      --label "org.opencontainers.image.version=$version" \
+      --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" "$ctx" >/dev/null
+    docker save -o "$out/oci/$w-$version.tar" "$image"
+  done
+else
+  echo "release: no Docker engine; skipping the OCI images" >&2
+fi
+
+# This version's changelog section (Keep a Changelog), else Unreleased.
+section() {
+  awk -v h="## [$1]" 'index($0, h) == 1 { f = 1; print; next } /^## \[/ { if (f) exit } f { print }' CHANGELOG.md
+}
+section "$version" > "$out/CHANGELOG.md"
+[ -s "$out/CHANGELOG.md" ] || section Unreleased > "$out/CHANGELOG.md"
+[ -s "$out/CHANGELOG.md" ] || { echo "release: no CHANGELOG.md section for $version" >&2; exit 1; }
 cp target/release/edge-ratelimit "$out/bin/"
 cp schemas/*.schema.json "$out/schemas/"
 cp envoy/edge.yaml envoy/ratelimit.yaml "$out/examples/"
@@ -39,6 +67,7 @@ for f in rate-limit bot-detection cdn-signing stage-routing edge; do
   cp filters/$f/README.md "$out/docs/$f.md"
 done
 cp ratelimit/README.md "$out/docs/edge-ratelimit.md"
+cp SECURITY.md CONTRIBUTING.md "$out/docs/"
 
 (cd "$out" && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS)
 {
@@ -60,8 +89,8 @@ cp ratelimit/README.md "$out/docs/edge-ratelimit.md"
   echo "  runtime: envoy.wasm.runtime.v8"
   echo "  code:"
   echo "    remote:"
-  echo "      http_uri: { uri: \"https://artifacts.example.com/$name/wasm/edge.wasm\", cluster: artifacts, timeout: 10s }"
-  echo "      sha256: $(sha256sum "$out/wasm/edge.wasm" | cut -d' ' -f1)"
+  echo "      http_uri: { uri: \"https://artifacts.example.com/$name/wasm/edge-$version.wasm\", cluster: artifacts, timeout: 10s }"
+  echo "      sha256: $(sha256sum "$out/wasm/edge-$version.wasm" | cut -d' ' -f1)"
   echo '```'
 } > "$out/MANIFEST.md"
 tar -C dist -czf "dist/$name.tar.gz" "$name"
