@@ -94,6 +94,8 @@ pub struct Bootstrap<'a> {
     pub xff_num_trusted_hops: u32,
     /// An access log format, written to Envoy's stderr (its log) when set.
     pub access_log: Option<String>,
+    /// The bootstrap's `stats_config` (e.g. `stats_tags`), when set.
+    pub stats_config: Option<Value>,
     /// Envoy's path normalisation (`normalize_path`, `merge_slashes`, escaped slashes rejected).
     pub normalize_paths: bool,
 }
@@ -175,7 +177,7 @@ impl Bootstrap<'_> {
             .chain(grpc)
             .collect();
 
-        json!({
+        let mut bootstrap = json!({
             "admin": {"address": {"socket_address": {"address": self.admin_address, "port_value": self.admin_port}}},
             "static_resources": {
                 "listeners": [{
@@ -209,7 +211,11 @@ impl Bootstrap<'_> {
                 }],
                 "clusters": clusters
             }
-        })
+        });
+        if let (Some(sc), Some(b)) = (&self.stats_config, bootstrap.as_object_mut()) {
+            b.insert("stats_config".into(), sc.clone());
+        }
+        bootstrap
     }
 }
 

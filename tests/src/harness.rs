@@ -171,6 +171,7 @@ pub struct Gateway {
     workers: u32,
     xff_num_trusted_hops: u32,
     access_log: Option<String>,
+    stats_config: Option<Value>,
     normalize_paths: bool,
     log_level: String,
     component_log_level: Option<String>,
@@ -197,6 +198,7 @@ impl Gateway {
             workers: 2,
             xff_num_trusted_hops: 0,
             access_log: None,
+            stats_config: None,
             normalize_paths: false,
             log_level: "info".into(),
             component_log_level: None,
@@ -281,6 +283,12 @@ impl Gateway {
     /// in Envoy's log, [`RunningGateway::logs`]).
     pub fn access_log(mut self, format: &str) -> Self {
         self.access_log = Some(format.into());
+        self
+    }
+
+    /// The bootstrap's `stats_config` (tag extraction for labelled metrics).
+    pub fn stats_config(mut self, config: Value) -> Self {
+        self.stats_config = Some(config);
         self
     }
 
@@ -388,6 +396,7 @@ impl Gateway {
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
             access_log: self.access_log.clone(),
+            stats_config: self.stats_config.clone(),
             normalize_paths: self.normalize_paths,
         };
         let config_path = dir.path().join("envoy.json");
@@ -519,6 +528,7 @@ impl Gateway {
             direct_response: self.clusters.is_empty(),
             xff_num_trusted_hops: self.xff_num_trusted_hops,
             access_log: self.access_log.clone(),
+            stats_config: self.stats_config.clone(),
             normalize_paths: self.normalize_paths,
         };
         let config = serde_json::to_vec_pretty(&bootstrap.to_json())?;
