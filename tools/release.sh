@@ -8,7 +8,8 @@
 #     CHANGELOG.md                this version's section (or Unreleased)
 #     bin/edge-ratelimit          the rate limit service (x86_64 Linux, glibc)
 #     schemas/*.schema.json       configuration schemas
-#     examples/                   the demo gateway, its limits file, the fleet compose files
+#     examples/                   the demo gateway, its limits file, the fleet compose files, the
+#                                 Grafana dashboard
 #     docs/                       the READMEs
 #     MANIFEST.md                 versions, sizes, sha256, and the Envoy `remote` snippet
 #     SHA256SUMS
@@ -59,7 +60,7 @@ section "$version" > "$out/CHANGELOG.md"
 [ -s "$out/CHANGELOG.md" ] || { echo "release: no CHANGELOG.md section for $version" >&2; exit 1; }
 cp target/release/edge-ratelimit "$out/bin/"
 cp schemas/*.schema.json "$out/schemas/"
-cp envoy/edge.yaml envoy/ratelimit.yaml "$out/examples/"
+cp envoy/edge.yaml envoy/ratelimit.yaml dashboards/edge-filters.json "$out/examples/"
 cp envoy/fleet/envoy.yaml envoy/fleet/docker-compose.yaml "$out/examples/fleet/"
 cp README.md "$out/docs/README.md"
 cp docs/deploy.md "$out/docs/deploy.md"
