@@ -277,6 +277,30 @@ fn rows() -> Vec<Row> {
             "stage_routing",
             stage_config(false),
         ),
+        // What the two request-header writes cost (each makes Envoy match the route again):
+        // the same four features with token stripping off and no stage header on the base stage.
+        {
+            let mut cdn = cdn_config();
+            cdn["routes"][0]["strip"] = json!(false);
+            let mut stage = stage_config(false);
+            stage["header_on_base_stage"] = json!(false);
+            Row {
+                name: "edge.wasm, all four, no request-header writes",
+                gateway: base().wasm(WasmFilter::new(
+                    "edge",
+                    wasm("edge"),
+                    json!({
+                        "bot_detection": {},
+                        "cdn_signing": cdn,
+                        "rate_limit": combined_rate_limit(),
+                        "stage_routing": stage,
+                    }),
+                )),
+                path: combined_path(),
+                headers: combined_headers(),
+                reference: Some(SAME_REQUEST),
+            }
+        },
     ]
 }
 

@@ -258,6 +258,17 @@ pub enum Scheme {
     },
 }
 
+impl Scheme {
+    /// Whether verifying (or stripping) may read the request's cookies.
+    pub fn reads_cookies(&self) -> bool {
+        match self {
+            Scheme::Akamai { location, .. } => *location == Location::Cookie,
+            Scheme::Google { cookie, .. } | Scheme::Cloudfront { cookie, .. } => *cookie,
+            Scheme::SecureLink { .. } => false,
+        }
+    }
+}
+
 impl Config {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_config(bytes)?;

@@ -148,7 +148,13 @@ impl Feature for CdnSigning {
         // Looked up only for an Akamai token bound to an `ip` or a `$remote_addr` expression.
         let client = || req.client_ip(host).map(|ip| ip.to_string());
         let now = req.now_ns(host) / 1_000_000_000;
-        let cookies = h.cookies();
+        // The cookie header is joined only for a route that may read, strip or sign a cookie.
+        let cookies =
+            if route.sign.is_some() || route.scheme.as_ref().is_some_and(Scheme::reads_cookies) {
+                h.cookies()
+            } else {
+                None
+            };
         let check = Check {
             scheme: route
                 .url_scheme

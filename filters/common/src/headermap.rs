@@ -63,9 +63,19 @@ impl<'a> HeaderMapView<'a> {
 
     /// The first value of header `name` (lowercase), as bytes.
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        self.iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
+        // Lengths first: a name's bytes are compared only when its length matches, and a value
+        // is sliced only for the match (the hot path of every feature's lookups).
+        let (bytes, want) = (self.bytes, name.as_bytes());
+        let mut data = 4 + self.count * 8;
+        for i in 0..self.count {
+            let k = read_u32(bytes, 4 + i * 8)? as usize;
+            let v = read_u32(bytes, 8 + i * 8)? as usize;
+            if k == want.len() && bytes.get(data..data + k)? == want {
+                return bytes.get(data + k + 1..data + k + 1 + v);
+            }
+            data += k + v + 2;
+        }
+        None
     }
 
     /// The first value of header `name` if it is valid UTF-8 (pseudo-headers always are).

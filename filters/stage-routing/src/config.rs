@@ -229,6 +229,17 @@ pub struct StageData {
 }
 
 impl Config {
+    /// Whether assigning a stage reads a cookie (an override cookie, a cookie sticky key, the
+    /// pin): otherwise the request's cookie header is not even looked at.
+    pub fn reads_cookies(&self) -> bool {
+        self.pin.is_some()
+            || self.overrides.as_ref().is_some_and(|o| o.cookie.is_some())
+            || self
+                .sticky
+                .iter()
+                .any(|k| matches!(k, StickyKey::Cookie(_)))
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_config(bytes)?;
         if raw.stages.is_empty() {

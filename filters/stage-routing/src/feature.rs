@@ -114,7 +114,12 @@ impl StageRouting {
         let h = &req.headers;
         let header = |n: &str| h.get_str(n);
         let ip = || req.client_ip(host);
-        let cookies = h.cookies();
+        // The cookie header is joined only when the configuration reads a cookie.
+        let cookies = if self.cfg.reads_cookies() {
+            h.cookies()
+        } else {
+            None
+        };
         // The clock is read only when pins are configured (they carry an issue time).
         let now = if self.cfg.pin.is_some() {
             req.now_ns(host) / 1_000_000_000
