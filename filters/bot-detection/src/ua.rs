@@ -11,7 +11,9 @@
 //! 1. a user allow-pattern: the UA is a browser, whatever else matches;
 //! 2. a user pattern (`contains`, then `regex`; regexes are ASCII case-insensitive, over bytes);
 //! 3. a built-in named bot: the highest category priority wins ([`priority`]: a scanner over a
-//!    crawler over the HTTP library it runs on), then the most specific (longest) needle;
+//!    crawler over the HTTP library it runs on), then the most specific (longest) needle; a
+//!    link-preview name next to a phone's platform tokens (`Android/`, `Device/`) is the messaging
+//!    app itself (`app`);
 //! 4. a generic bot word (`…bot`, `crawl`, `spider`, ...) unless a built-in exclusion (a phone whose
 //!    model has such a word) matches; in a UA with a browser engine it counts only as a product
 //!    name (`FooBot/1.0`, `FooBot;`, `(FooBot)`), not as a word of a device model (`VR BOT 552`);
@@ -63,9 +65,11 @@ enum Marker {
     Msie,
     At,
     Url,
+    /// A messaging app's own platform tokens (`Android/7.0`, `iPhone_OS/4.3`, `Device/Model`).
+    AppPlatform,
 }
 
-const MARKERS: [(&str, Marker); 7] = [
+const MARKERS: [(&str, Marker); 10] = [
     ("compatible", Marker::Compatible),
     ("msie ", Marker::Msie),
     ("@", Marker::At),
@@ -73,6 +77,9 @@ const MARKERS: [(&str, Marker); 7] = [
     ("[at]", Marker::At),
     ("http://", Marker::Url),
     ("https://", Marker::Url),
+    ("device/", Marker::AppPlatform),
+    ("android/", Marker::AppPlatform),
+    ("iphone_os/", Marker::AppPlatform),
 ];
 
 /// The priority of a named category when several match one user-agent: the more specific
@@ -347,7 +354,7 @@ impl UaMatcher {
                 name: String::new(),
                 kind: Kind::Marker(m),
                 len: needle.len(),
-                left: m == Marker::Compatible,
+                left: matches!(m, Marker::Compatible | Marker::AppPlatform),
                 right: m == Marker::Compatible,
                 domain: false,
             });
@@ -534,6 +541,7 @@ impl UaMatcher {
                     s.email |= is_email_at(ua, m.start(), m.len());
                 }
                 Kind::Marker(Marker::Url) => s.url = true,
+                Kind::Marker(Marker::AppPlatform) => s.app_platform = true,
                 Kind::Contact => s.contact = true,
                 Kind::Browser | Kind::Device => {
                     if p.kind == Kind::Browser {
@@ -574,7 +582,12 @@ impl UaMatcher {
                 return ClassKey::Regex(u32::try_from(i).unwrap_or(u32::MAX));
             }
         }
-        if let Some((i, _, _)) = s.named {
+        if let Some((i, _, p)) = s.named {
+            // A link-preview fetcher states no device: `WhatsApp/2.23.20.0 A` fetches previews,
+            // `WhatsApp/2.17.427 Android/7.0 Device/motorola-Moto_C_Plus` is the app on a phone.
+            if p.category == Category::LinkPreview && s.app_platform {
+                return ClassKey::App;
+            }
             return key(i);
         }
         if let (Some((i, end)), false) = (s.generic, s.exclusion) {
@@ -664,6 +677,8 @@ struct Seen<'p> {
     /// End of the `compatible` marker.
     compatible: Option<usize>,
     msie: bool,
+    /// A messaging app's platform tokens (see [`Marker::AppPlatform`]).
+    app_platform: bool,
     browser: bool,
     device: bool,
     starts: [usize; STARTS],
@@ -807,6 +822,45 @@ mod tests {
         }
         assert!(priority(Category::LinkPreview) > priority(Category::HttpLibrary));
         assert!(priority(Category::Scanner) > priority(Category::SearchEngine));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn a_messaging_app_on_a_phone_is_not_its_preview_fetcher() {
+        let m = m();
+        for ua in [
+            "WhatsApp/2.23.20.0 A",
+            "WhatsApp/2.21.12.21 i",
+            "TelegramBot (like TwitterBot)",
+        ] {
+            assert!(
+                matches!(
+                    m.classify(ua.as_bytes()),
+                    UaClass::Matched(Category::LinkPreview, _)
+                ),
+                "{ua}"
+            );
+        }
+        for ua in [
+            "WhatsApp/2.17.427 Android/7.0 Device/motorola-Moto_C_Plus",
+            "WhatsApp/2.6.4 iPhone_OS/4.3.3 Device/iPhone_4",
+        ] {
+            assert_eq!(
+                m.classify(ua.as_bytes()),
+                UaClass::Matched(Category::App, "app"),
+                "{ua}"
+            );
+        }
+        // Only a link-preview match yields to the platform tokens: a crawler keeps its name.
+        assert!(matches!(
+            m.classify(b"Googlebot/2.1 Android/7.0 Device/x"),
+            UaClass::Matched(Category::SearchEngine, _)
+        ));
+        // `Device/` counts only as a token of its own, not inside a word.
+        assert!(matches!(
+            m.classify(b"WhatsApp/2.23.20.0 A XDevice/1"),
+            UaClass::Matched(Category::LinkPreview, _)
+        ));
     }
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
