@@ -7,6 +7,14 @@
   fake-useragent (Apache-2.0)         non-bots: current desktop and mobile browsers.
   apify-fingerprint-datapoints        non-bots: browser `userAgent` values; held out entirely (a
     (Apache-2.0)                      second, independent source of current browsers).
+  uap-core (Apache-2.0), through the    tune only: the PGTS browser list (12,500 user-agents of the
+    `uaparser` crate's copy               2000s: old IE with `.NET CLR` tokens, old Firefox, Opera,
+                                          Netscape, text and Amiga browsers, and the crawlers of
+                                          the time), labelled by uap-core's browser family: a
+                                          browser family is a non-bot, a crawler, tool or library
+                                          family a bot; `Other`, the ambiguous families and feed
+                                          readers are left out.
+                                          Everything of it was looked at, so all of it is `tune`.
   device-detector (Matomo fixtures,   bots: entries with a `bot` section, and HTTP libraries;
     LGPL-3.0; evaluation only)        non-bots: every other entry (old and odd browsers, feature
                                       phones, in-app browsers, TVs, consoles, cars, desktop apps,
@@ -19,7 +27,7 @@ curating the pattern data, holdout sets never were (only aggregate figures are p
 
 Output: OUT/{bots,browsers}_{tune,holdout}.tsv, one `source<TAB>user-agent` per line.
 """
-import hashlib, importlib.resources as res, json, os, subprocess, sys, tarfile, zipfile
+import hashlib, importlib.resources as res, json, os, subprocess, sys, tarfile, urllib.request, zipfile
 
 import yaml
 
@@ -27,6 +35,8 @@ out = sys.argv[1] if len(sys.argv) > 1 else "target/bot-corpora"
 os.makedirs(out, exist_ok=True)
 
 DEVICE_DETECTOR = "device_detector==6.5.1"
+UAPARSER_CRATE = ("https://static.crates.io/crates/uaparser/uaparser-0.6.4.crate",
+                  "a4c9e1c3f893758f154004195fc2d2c52fbda462df725220ceaef830ac29affa")
 
 
 def held(key: str) -> bool:
@@ -93,6 +103,37 @@ with tarfile.open(os.path.join(pkgs, sorted(archive)[-1])) as tar:
             else:
                 label = kind if kind and kind != "browser" else family
                 add("browsers", f"device-detector {label}", entry.get("user_agent"))
+
+# uap-core's PGTS browser list, from the `uaparser` crate (tune only: all of it was looked at).
+PGTS_BROWSERS = {
+    "IE", "Firefox", "Opera", "Netscape", "Safari", "MyIE2", "Konqueror", "Galeon", "Maxthon",
+    "Links", "Epiphany", "Crazy Browser", "Lynx", "Camino", "Nokia Services (WAP) Browser", "Avant",
+    "UP.Browser", "ELinks", "K-Meleon", "Bon Echo", "NetFront", "iCab", "Dillo", "Opera Mobile",
+    "IBrowse", "Shiira", "OmniWeb", "NCSA Mosaic", "Lunascape", "Phoenix", "iRider", "Chimera",
+    "SEMC-Browser", "Nutscrape", "iTunes", "Lotus Notes", "Apple Mail", "SkipStone", "Planetweb",
+    "Nokia OSS Browser", "ICE Browser", "BrowseX", "BlackBerry", "Mobile Safari UI/WKWebView",
+}
+# Left out: no family, a feed reader, offline sync, a privacy proxy, a system library, a
+# download manager (a person's tool to some, a bot to others).
+PGTS_UNLABELLED = {"Other", "NetNewsWire", "AvantGo", "Space Bison", "CFNetwork", "Download Master"}
+crate = os.path.join(pkgs, os.path.basename(UAPARSER_CRATE[0]))
+if not os.path.exists(crate):
+    with urllib.request.urlopen(UAPARSER_CRATE[0], timeout=120) as r:
+        data = r.read()
+    if hashlib.sha256(data).hexdigest() != UAPARSER_CRATE[1]:
+        sys.exit(f"{UAPARSER_CRATE[0]}: unexpected sha256")
+    with open(crate, "wb") as f:
+        f.write(data)
+seen = set().union(*sets.values())
+with tarfile.open(crate) as tar:
+    member = next(m for m in tar.getmembers() if m.name.endswith("test_resources/pgts_browser_list.yaml"))
+    for entry in yaml.safe_load(tar.extractfile(member))["test_cases"]:
+        ua, family = clean(entry.get("user_agent_string")), entry.get("family")
+        # Feed readers are left out, as in device-detector's (uap-core files some under IE).
+        if not ua or ua in seen or family in PGTS_UNLABELLED or "feed" in ua.lower():
+            continue
+        kind = "browsers" if family in PGTS_BROWSERS else "bots"
+        sets[f"{kind}_tune"].setdefault(ua, "uap-core pgts")
 
 # A UA listed as a bot anywhere is not also a non-bot sample.
 bots = set(sets["bots_tune"]) | set(sets["bots_holdout"])

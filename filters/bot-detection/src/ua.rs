@@ -19,7 +19,9 @@
 //!    name (`FooBot/1.0`, `FooBot;`, `(FooBot)`), not as a word of a device model (`VR BOT 552`);
 //! 5. a contact address: `+http…` / `+www.` (the crawler convention) or an e-mail address;
 //! 6. a `compatible;` comment whose first token is not a known browser or platform
-//!    (`compatible; MSIE`, `compatible; Konqueror` are browsers; `compatible; Zorblax/1.0` is not);
+//!    (`compatible; MSIE`, `compatible; Konqueror` are browsers; `compatible; Zorblax/1.0` is not),
+//!    unless it is the user-agent's first comment and names a platform or browser later on (an old
+//!    browser's or desktop app's form: `(compatible; Lotus-Notes/6.0; Windows-NT)`);
 //! 7. evidence of who sent it: a browser engine or browser family (WebKit, Gecko, Trident, Presto,
 //!    MSIE, UP.Browser, Obigo, NetFront, Opera Mini, UC Browser, MIDP/WAP browsers, text browsers)
 //!    → a browser; otherwise a platform, device or app family (Android, iOS, Windows, a TV, a
@@ -237,6 +239,27 @@ fn names_a_product(ua: &[u8], end: usize) -> bool {
                 || after.starts_with(b" (")
         }
     }
+}
+
+/// Whether `compatible` (ending at `end`) is in the user-agent's first comment and that comment
+/// names a platform or a browser after it: an old browser's or a desktop app's form
+/// (`Mozilla/4.0 (compatible; Lotus-Notes/6.0; Windows-NT)`, `(compatible; Mozilla 4; Linux;
+/// Maxthon)`), not a crawler's (`(compatible; Zorblax/1.0; +https://...)`), nor a tool's comment
+/// after a browser's user-agent (`(KHTML, like Gecko; compatible; Zorblax)`).
+fn platform_in_first_comment(ua: &[u8], end: usize, s: &Seen) -> bool {
+    let head = ua.get(..end).unwrap_or_default();
+    let Some(open) = head.iter().rposition(|&b| b == b'(') else {
+        return false;
+    };
+    if head.iter().position(|&b| b == b'(') != Some(open) {
+        return false;
+    }
+    let rest = ua.get(end..).unwrap_or_default();
+    let close = end.saturating_add(rest.iter().position(|&b| b == b')').unwrap_or(rest.len()));
+    s.starts
+        .iter()
+        .take(s.n_starts)
+        .any(|&st| st > end && st < close)
 }
 
 /// A user pattern from the configuration.
@@ -618,7 +641,7 @@ impl UaMatcher {
                     // `compatible; U;` (the old security token) is followed by the browser.
                     t.eq_ignore_ascii_case(b"u;")
                 });
-            if !known {
+            if !known && !platform_in_first_comment(ua, end, &s) {
                 return ClassKey::NotBrowser("compatible-style user-agent");
             }
         }
@@ -744,6 +767,11 @@ mod tests {
             "Opera/9.80 (J2ME/MIDP; Opera Mini/4.2.14912/870; U; id) Presto/2.4.15",
             "BlackBerry8520/5.0.0.681 Profile/MIDP-2.1 Configuration/CLDC-1.1 VendorID/600",
             "Lynx/2.8.9rel.1 libwww-FM/2.14 SSL-MM/1.4.1 OpenSSL/1.1.1d",
+            // Netscape and the old Windows browsers, with `compatible;` before their names.
+            "Netscape/7.2",
+            "Mozilla/5.0 (compatible; Netscape6/6.2.1; Macintosh; en-US)",
+            "Mozilla/4.0 (compatible; Netscape 7.0; Windows 98)",
+            "Mozilla/1.0 (compatible; Crazy Browser 1.0.1; FreeBSD 3.2-RELEASE i386)",
         ] {
             assert_eq!(m.classify(ua.as_bytes()), UaClass::Browser, "{ua}");
         }
@@ -753,6 +781,11 @@ mod tests {
             "VLC/3.0.18 LibVLC/3.0.18",
             "Windows-Media-Player/12.0.19041.1",
             "Roku/DVP-9.10 (519.10E04111A)",
+            // A mail client, and an Amiga browser's scripting host.
+            "Mozilla/4.0 (compatible; Lotus-Notes/6.0; Windows-NT)",
+            "Mozilla/4.0 (compatible; ARexx; AmigaOS)",
+            // A desktop app in the old `compatible;` form, with its platform in the comment.
+            "Mozilla/4.0 (compatible; SuperCleaner 2.81; Windows NT 5.1)",
         ] {
             assert_eq!(
                 m.classify(ua.as_bytes()),
@@ -898,6 +931,9 @@ mod tests {
             ("FooCrawler/1.0", Category::UnknownBot, "crawler token"),
             ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", Category::Seo, "AhrefsBot"),
             ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", Category::LinkPreview, "facebookexternalhit"),
+            // A tool's token after a full browser user-agent.
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/132.0.0.0 Safari/537.36 SecurityHeaders", Category::Scanner, "SecurityHeaders"),
+            ("Mozilla/5.0 (compatible; MSIE 7.0; Windows NT 5.1; .NET CLR 1.1.4322) 360JK yunjiankong 12345", Category::Monitor, "360 Monitoring"),
         ];
         for (ua, cat, name) in cases {
             assert_eq!(
