@@ -173,6 +173,28 @@ fn is_domain_at(ua: &[u8], start: usize, end: usize) -> bool {
     before && after
 }
 
+/// Whether the domain whose top-level label starts at `tld` is the proxy a request came through,
+/// as old proxies appended it to the user-agent (`Opera/7.50 (...) via HTTP/1.0 proxy.example.org/`),
+/// not the home of the client that sent it.
+fn names_a_proxy(ua: &[u8], tld: usize) -> bool {
+    let head = ua.get(..tld).unwrap_or_default();
+    let host = head
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        .count();
+    let before = head
+        .get(..head.len().saturating_sub(host))
+        .unwrap_or_default();
+    let via = b"via http/1.";
+    before.len() > via.len().saturating_add(1)
+        && before.ends_with(b" ")
+        && before
+            .get(before.len().saturating_sub(via.len().saturating_add(2))..)
+            .and_then(|t| t.get(..via.len()))
+            .is_some_and(|t| t.eq_ignore_ascii_case(via))
+}
+
 /// Whether the `@` at `at` is that of an e-mail address: a local part right before it, and a
 /// domain after it (labels, a dot, and an alphabetic top-level label of 2+ letters).
 fn is_email_at(ua: &[u8], at: usize, marker_len: usize) -> bool {
@@ -583,6 +605,7 @@ impl UaMatcher {
                     s.device = true;
                     best(&mut s.app, idx, p, 0);
                 }
+                Kind::Generic if p.domain && names_a_proxy(ua, m.start()) => {}
                 Kind::Generic if p.domain => {
                     s.domain = true;
                     s.bare_domain |= depth_at(ua, m.start()) == 0;
@@ -742,6 +765,21 @@ mod tests {
         assert_eq!(
             m.classify(format!("{CHROME} [FBAN/FBIOS;FBCR/Vodafone.de]").as_bytes()),
             UaClass::Browser
+        );
+        // The proxy an old browser's request came through.
+        assert_eq!(
+            m.classify(b"Opera/7.50 (Macintosh; U; PPC Mac OS X 10.3.3; en-US) via HTTP/1.0 proxy.example.org/"),
+            UaClass::Browser
+        );
+        assert_eq!(
+            m.classify(
+                b"Mozilla/2.0 (compatible; MSIE 3.0; Windows 95) via HTTP/1.1 cache-2.example.net/"
+            ),
+            UaClass::Browser
+        );
+        assert_eq!(
+            m.classify(format!("{CHROME} via example.org").as_bytes()),
+            UaClass::NotBrowser("domain in user agent")
         );
     }
 
