@@ -16,7 +16,8 @@
 //!    app itself (`app`);
 //! 4. a generic bot word (`…bot`, `crawl`, `spider`, ...) unless a built-in exclusion (a phone whose
 //!    model has such a word) matches; in a UA with a browser engine it counts only as a product
-//!    name (`FooBot/1.0`, `FooBot;`, `(FooBot)`), not as a word of a device model (`VR BOT 552`);
+//!    name (`FooBot/1.0`, `FooBot;`, `(FooBot)`), not as a word of a device model (`VR BOT 552`,
+//!    or `ROBOT2` where an Android user-agent names its model);
 //! 5. a contact address: `+http…` / `+www.` (the crawler convention) or an e-mail address;
 //! 6. a `compatible;` comment whose first token is not a known browser or platform
 //!    (`compatible; MSIE`, `compatible; Konqueror` are browsers; `compatible; Zorblax/1.0` is not),
@@ -282,6 +283,28 @@ fn platform_in_first_comment(ua: &[u8], end: usize, s: &Seen) -> bool {
         .iter()
         .take(s.n_starts)
         .any(|&st| st > end && st < close)
+}
+
+/// Whether a generic bot word at `ua[start..end]` stands where an Android browser's user-agent
+/// names the device model: in its first comment, after `Android`, and not as a product token
+/// (`(Linux; Android 8.1.0; ROBOT2)`, `(Linux; U; Android 4.0.4; en-us; Crawler Build/IMM76D)`).
+fn is_android_model(ua: &[u8], start: usize, end: usize) -> bool {
+    let head = ua.get(..start).unwrap_or_default();
+    let Some(open) = head.iter().position(|&b| b == b'(') else {
+        return false;
+    };
+    let comment = head.get(open..).unwrap_or_default();
+    let product = ua
+        .get(end..)
+        .unwrap_or_default()
+        .iter()
+        .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')))
+        .is_some_and(|&b| b == b'/');
+    !product
+        && !comment.contains(&b')')
+        && comment
+            .windows(7)
+            .any(|w| w.eq_ignore_ascii_case(b"android"))
 }
 
 /// A user pattern from the configuration.
@@ -612,8 +635,11 @@ impl UaMatcher {
                 }
                 Kind::Generic => {
                     if s.generic.is_none() {
-                        s.generic = Some((idx, m.end()));
-                    } else if s.generic_product.is_none() && names_a_product(ua, m.end()) {
+                        s.generic = Some((idx, m.start(), m.end()));
+                    } else if s.generic_product.is_none()
+                        && names_a_product(ua, m.end())
+                        && !is_android_model(ua, m.start(), m.end())
+                    {
                         s.generic_product = Some(idx);
                     }
                 }
@@ -636,9 +662,9 @@ impl UaMatcher {
             }
             return key(i);
         }
-        if let (Some((i, end)), false) = (s.generic, s.exclusion) {
+        if let (Some((i, start, end)), false) = (s.generic, s.exclusion) {
             // In a UA with a browser engine, a bot word counts only where it names a product.
-            if !s.browser || names_a_product(ua, end) {
+            if !s.browser || (names_a_product(ua, end) && !is_android_model(ua, start, end)) {
                 return key(i);
             }
             if let Some(j) = s.generic_product {
@@ -709,8 +735,8 @@ struct Seen<'p> {
     user: Option<(usize, u8, &'p Pattern)>,
     named: Option<(usize, u8, &'p Pattern)>,
     app: Option<(usize, u8, &'p Pattern)>,
-    /// The first generic word (pattern, end of match).
-    generic: Option<(usize, usize)>,
+    /// The first generic word (pattern, start and end of match).
+    generic: Option<(usize, usize, usize)>,
     /// A later generic word that names a product.
     generic_product: Option<usize>,
     exclusion: bool,
@@ -796,6 +822,8 @@ mod tests {
             // A bot word in a device model is not a product name.
             "Mozilla/5.0 (Linux; Android 6.0; VR BOT 552 PLUS) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/78.0.3904.96 Mobile Safari/537.36",
             "Mozilla/5.0 (Linux; Android 7.1.1; M_bot_tab_1150 Build/N9F27F) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/67.0.3396.87 Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 8.1.0; ROBOT2) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; U; Android 4.0.4; en-us; Crawler Build/IMM76D) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Mobile Safari/534.30",
             // `Compatible` that does not open a comment item.
             "Mozilla/5.0 (Linux; U; Android 2.3 Compatible) AppleWebKit/533.1 (KHTML, like Gecko) Version/4.0 Mobile Safari/533.1",
             "Mozilla/5.0 (compatible; Konqueror/3.5; Linux) KHTML/3.5.5 (like Gecko) (Kubuntu)",
@@ -863,6 +891,11 @@ mod tests {
         );
         assert_eq!(
             m.classify(b"Mozilla/5.0 zorbot (Windows NT 10.0; Win64; x64; rv:90.0) Gecko/20100101 Firefox/118.0"),
+            UaClass::Matched(Category::UnknownBot, "bot token")
+        );
+        // A product token where an Android user-agent names its model.
+        assert_eq!(
+            m.classify(b"Mozilla/5.0 (Linux; Android 8.1.0; ZorBot/1.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Mobile Safari/537.36"),
             UaClass::Matched(Category::UnknownBot, "bot token")
         );
         // Old Internet Explorer with a toolbar's URL is a browser.
