@@ -163,7 +163,7 @@ fn recall_false_positives_and_named_categories_on_public_corpora() {
     }
     let (bh, fh) = (&tallies[1], &tallies[3]);
     // The targets are recall >= 97.5% and false positives <= 0.30%. This split measures 97.40%
-    // (43 of 1,656 bots missed) and 0.32% (61 of 18,941 non-bots flagged, most of them Matomo's
+    // (43 of 1,656 bots missed) and 0.31% (59 of 18,941 non-bots flagged, most of them Matomo's
     // "mobile app" fixtures: podcast feed fetchers and one-word app names). The assertions hold
     // the measured floor, so any regression fails; they do not claim the targets.
     assert!(
@@ -172,8 +172,8 @@ fn recall_false_positives_and_named_categories_on_public_corpora() {
         pct(bh.flagged, bh.total)
     );
     assert!(
-        pct(fh.flagged, fh.total) <= 0.33,
-        "held-out false positives {:.2}% > 0.33% (target 0.30%)",
+        pct(fh.flagged, fh.total) <= 0.32,
+        "held-out false positives {:.2}% > 0.32% (target 0.30%)",
         pct(fh.flagged, fh.total)
     );
     assert!(
