@@ -14,7 +14,8 @@
 //! # Exactness
 //! Every slot exists from configure time on (the ABI's compare-and-swap does not cover creating a
 //! key), so every update is a CAS against the version read: concurrent workers never lose an
-//! update. A conflicting update is retried with fresh state, up to `MAX_ATTEMPTS` times; past that,
+//! update. Creating a slot passes a CAS no live key holds ([`CREATE_ONLY`]), so a worker that
+//! creates the table (or grows it on a reload) never wipes a bucket another worker stored meanwhile. A conflicting update is retried with fresh state, up to `MAX_ATTEMPTS` times; past that,
 //! or if the host refuses the call, the failure mode decides.
 //!
 //! # Leases (high rates)
@@ -439,6 +440,12 @@ pub(crate) fn take(
     error(denied)
 }
 
+/// The CAS value that creates a key only while it is absent. Envoy checks a CAS against an
+/// existing key only (an absent key is created whatever the CAS), and hands out versions from one
+/// counter that starts at 1; a live key holds exactly this version about once in 2^32 writes, so
+/// an existing slot is left alone (`CasMismatch`) for all practical purposes.
+const CREATE_ONLY: u32 = u32::MAX;
+
 /// Creates every slot that does not exist yet (empty), so all later updates are CAS-checked.
 /// Existing slots (another worker's, or a previous configuration's) are left as they are.
 pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedData) -> Result<(), HostError> {
@@ -454,7 +461,9 @@ pub fn ensure_slots(ns: &str, n: u32, store: &dyn SharedData) -> Result<(), Host
     for i in 0..n {
         let k = slot_key(ns, i);
         if let (None, None) = store.shared_get(&k)? {
-            match store.shared_set(&k, &empty, None) {
+            // Create only if still absent: another worker may have created the slot and stored a
+            // bucket in it since the read; an unconditional set would wipe that bucket.
+            match store.shared_set(&k, &empty, Some(CREATE_ONLY)) {
                 Ok(()) | Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
@@ -559,6 +568,42 @@ mod tests {
         // A new size checks every slot again.
         ensure_slots("rl", 32, &s).unwrap();
         assert_eq!(s.shared_keys(), 33);
+    }
+
+    /// A store where another worker creates slot `rl:5` and puts a bucket in it right after this
+    /// VM read it as absent.
+    struct Racing {
+        inner: FakeHost,
+        raced: std::cell::Cell<bool>,
+    }
+
+    impl SharedData for Racing {
+        fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+            let r = self.inner.shared_get(key)?;
+            if key == "rl:5" && !self.raced.replace(true) {
+                self.inner.shared_set(key, &encode(0, 0), None)?;
+                self.inner.shared_set(key, &encode(42, 7 * S), None)?;
+            }
+            Ok(r)
+        }
+        fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+            self.inner.shared_set(key, value, cas)
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn creating_the_table_keeps_a_bucket_another_worker_stored_meanwhile() {
+        let s = Racing {
+            inner: FakeHost::new(),
+            raced: std::cell::Cell::new(false),
+        };
+        ensure_slots("rl", 16, &s).unwrap();
+        assert_eq!(s.inner.shared_keys(), 17);
+        let (v, _) = s.inner.shared_get("rl:5").unwrap();
+        assert_eq!(v, Some(encode(42, 7 * S).to_vec()));
+        let (v, _) = s.inner.shared_get("rl:6").unwrap();
+        assert_eq!(v, Some(encode(0, 0).to_vec()));
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
