@@ -158,10 +158,19 @@ impl Pattern {
 /// Whether the match `ua[start..end]` of a top-level domain needle ends a domain name.
 fn is_domain_at(ua: &[u8], start: usize, end: usize) -> bool {
     let label = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+    // The name before the top-level label has a letter: `4.3.1.11264.US` ends a version number
+    // with a region, it is not a domain.
     let before = start
         .checked_sub(1)
         .and_then(|i| ua.get(i))
-        .is_some_and(|&b| label(b));
+        .is_some_and(|&b| label(b))
+        && ua
+            .get(..start)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .take_while(|&&b| label(b) || b == b'.')
+            .any(u8::is_ascii_alphabetic);
     // Not followed by a label character, nor by a dot and another label: `jp.co.yahoo.app` is
     // an app id written backwards, not a domain ending in `.co`.
     let after = match ua.get(end) {
@@ -775,6 +784,8 @@ mod tests {
         assert!(!is_domain_at(b"; .NET CLR", 2, 6));
         assert!(!is_domain_at(b"a.NET4.0C", 1, 5));
         assert!(!is_domain_at(b"example.community", 7, 11));
+        assert!(!is_domain_at(b"Browser/4.3.1.11264.US", 19, 22));
+        assert!(is_domain_at(b"x 360x.cn", 6, 9));
         let m = m();
         assert!(is_domain_at(b"Foo example.co/x", 11, 14));
         // An app id written backwards is not a domain.
