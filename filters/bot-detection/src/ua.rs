@@ -1013,6 +1013,9 @@ mod tests {
             ("FooCrawler/1.0", Category::UnknownBot, "crawler token"),
             ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", Category::Seo, "AhrefsBot"),
             ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", Category::LinkPreview, "facebookexternalhit"),
+            // QtWebKit's headless tools (PhantomJS, wkhtmltopdf and their kin) on a server name no
+            // platform; TVs with the same engine run on ARM.
+            ("Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) Zorblax/1.0 Safari/538.1", Category::Headless, "QtWebKit headless (Unknown platform)"),
             // A tool's token after a full browser user-agent.
             ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/132.0.0.0 Safari/537.36 SecurityHeaders", Category::Scanner, "SecurityHeaders"),
             ("Mozilla/5.0 (compatible; MSIE 7.0; Windows NT 5.1; .NET CLR 1.1.4322) 360JK yunjiankong 12345", Category::Monitor, "360 Monitoring"),
