@@ -162,18 +162,19 @@ fn recall_false_positives_and_named_categories_on_public_corpora() {
         }
     }
     let (bh, fh) = (&tallies[1], &tallies[3]);
-    // The targets are recall >= 97.5% and false positives <= 0.30%. This split measures 97.40%
-    // (43 of 1,656 bots missed) and 0.31% (59 of 18,941 non-bots flagged, most of them Matomo's
-    // "mobile app" fixtures: podcast feed fetchers and one-word app names). The assertions hold
-    // the measured floor, so any regression fails; they do not claim the targets.
+    // The targets are recall >= 97.5% and false positives <= 0.30%. This split measures 97.46%
+    // (42 of 1,656 bots missed) and 0.29% (55 of 18,941 non-bots flagged, most of them Matomo's
+    // "mobile app" fixtures: podcast feed fetchers and one-word app names). The false-positive
+    // assertion is the target; the recall one holds the measured floor (the target is one bot
+    // away), so any regression fails.
     assert!(
         pct(bh.flagged, bh.total) >= 97.4,
         "held-out recall {:.2}% < 97.4% (target 97.5%)",
         pct(bh.flagged, bh.total)
     );
     assert!(
-        pct(fh.flagged, fh.total) <= 0.32,
-        "held-out false positives {:.2}% > 0.32% (target 0.30%)",
+        pct(fh.flagged, fh.total) <= 0.30,
+        "held-out false positives {:.2}% > 0.30%",
         pct(fh.flagged, fh.total)
     );
     assert!(
