@@ -1013,6 +1013,8 @@ mod tests {
             ("FooCrawler/1.0", Category::UnknownBot, "crawler token"),
             ("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", Category::Seo, "AhrefsBot"),
             ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", Category::LinkPreview, "facebookexternalhit"),
+            // A command-line tool on macOS: an executable with no app bundle has no version.
+            ("node (unknown version) CFNetwork/1220.1 Darwin/20.3.0", Category::HttpLibrary, "CFNetwork command-line tool"),
             // QtWebKit's headless tools (PhantomJS, wkhtmltopdf and their kin) on a server name no
             // platform; TVs with the same engine run on ARM.
             ("Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) Zorblax/1.0 Safari/538.1", Category::Headless, "QtWebKit headless (Unknown platform)"),
