@@ -70,9 +70,11 @@ enum Marker {
     Url,
     /// A messaging app's own platform tokens (`Android/7.0`, `iPhone_OS/4.3`, `Device/Model`).
     AppPlatform,
+    /// A Java ME phone's profile (`Profile/MIDP-2.0`, `Configuration/CLDC-1.1`).
+    J2me,
 }
 
-const MARKERS: [(&str, Marker); 10] = [
+const MARKERS: [(&str, Marker); 12] = [
     ("compatible", Marker::Compatible),
     ("msie ", Marker::Msie),
     ("@", Marker::At),
@@ -83,6 +85,8 @@ const MARKERS: [(&str, Marker); 10] = [
     ("device/", Marker::AppPlatform),
     ("android/", Marker::AppPlatform),
     ("iphone_os/", Marker::AppPlatform),
+    ("profile/midp", Marker::J2me),
+    ("configuration/cldc", Marker::J2me),
 ];
 
 /// The priority of a named category when several match one user-agent: the more specific
@@ -158,19 +162,22 @@ impl Pattern {
 /// Whether the match `ua[start..end]` of a top-level domain needle ends a domain name.
 fn is_domain_at(ua: &[u8], start: usize, end: usize) -> bool {
     let label = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+    let head = ua.get(..start).unwrap_or_default();
+    let name_len = head
+        .iter()
+        .rev()
+        .take_while(|&&b| label(b) || b == b'.')
+        .count();
+    let name = head
+        .get(head.len().saturating_sub(name_len)..)
+        .unwrap_or_default();
     // The name before the top-level label has a letter: `4.3.1.11264.US` ends a version number
-    // with a region, it is not a domain.
-    let before = start
-        .checked_sub(1)
-        .and_then(|i| ua.get(i))
-        .is_some_and(|&b| label(b))
-        && ua
-            .get(..start)
-            .unwrap_or_default()
-            .iter()
-            .rev()
-            .take_while(|&&b| label(b) || b == b'.')
-            .any(u8::is_ascii_alphabetic);
+    // with a region, it is not a domain. Only the label right before the top-level one may be
+    // all digits (`163.com`): `Version.5.8.25.XT861.ACG.en.US` is a build string.
+    let mut labels = name.split(|&b| b == b'.').rev().skip(1);
+    let before = name.last().is_some_and(|&b| label(b))
+        && name.iter().any(u8::is_ascii_alphabetic)
+        && !labels.any(|l| !l.is_empty() && l.iter().all(u8::is_ascii_digit));
     // Not followed by a label character, nor by a dot and another label: `jp.co.yahoo.app` is
     // an app id written backwards, not a domain ending in `.co`.
     let after = match ua.get(end) {
@@ -431,7 +438,7 @@ impl UaMatcher {
                 name: String::new(),
                 kind: Kind::Marker(m),
                 len: needle.len(),
-                left: matches!(m, Marker::Compatible | Marker::AppPlatform),
+                left: matches!(m, Marker::Compatible | Marker::AppPlatform | Marker::J2me),
                 right: m == Marker::Compatible,
                 domain: false,
             });
@@ -619,6 +626,7 @@ impl UaMatcher {
                 }
                 Kind::Marker(Marker::Url) => s.url = true,
                 Kind::Marker(Marker::AppPlatform) => s.app_platform = true,
+                Kind::Marker(Marker::J2me) => s.j2me = true,
                 Kind::Contact => s.contact = true,
                 Kind::Browser | Kind::Device => {
                     if p.kind == Kind::Browser {
@@ -669,7 +677,11 @@ impl UaMatcher {
             if p.category == Category::LinkPreview && s.app_platform {
                 return ClassKey::App;
             }
-            return key(i);
+            // A Java ME phone names its own Java VM (`Java/ASVM/1.1`, `Java/SEMC-Java/2.0`): it is
+            // not the Java HTTP library of a script.
+            if !(p.category == Category::HttpLibrary && s.j2me) {
+                return key(i);
+            }
         }
         if let (Some((i, start, end)), false) = (s.generic, s.exclusion) {
             // In a UA with a browser engine, a bot word counts only where it names a product.
@@ -760,6 +772,8 @@ struct Seen<'p> {
     msie: bool,
     /// A messaging app's platform tokens (see [`Marker::AppPlatform`]).
     app_platform: bool,
+    /// A Java ME profile (see [`Marker::J2me`]).
+    j2me: bool,
     browser: bool,
     device: bool,
     starts: [usize; STARTS],
@@ -786,6 +800,9 @@ mod tests {
         assert!(!is_domain_at(b"example.community", 7, 11));
         assert!(!is_domain_at(b"Browser/4.3.1.11264.US", 19, 22));
         assert!(is_domain_at(b"x 360x.cn", 6, 9));
+        // Only the label right before the top-level one may be all digits.
+        assert!(is_domain_at(b"(www.163.com)", 8, 12));
+        assert!(!is_domain_at(b"Blur_Version.5.8.25.XT861.ACG.en.US", 32, 35));
         let m = m();
         assert!(is_domain_at(b"Foo example.co/x", 11, 14));
         // An app id written backwards is not a domain.
@@ -976,6 +993,39 @@ mod tests {
             m.classify(b"WhatsApp/2.23.20.0 A XDevice/1"),
             UaClass::Matched(Category::LinkPreview, _)
         ));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn a_java_me_phone_is_not_the_java_http_library() {
+        let m = m();
+        for ua in [
+            "LG-BL20f Browser/Obigo-Q7.3 MMS/LG-MMS-V1.0/1.2 Java/ASVM/1.1 Profile/MIDP-2.1 Configuration/CLDC-1.1",
+            "SonyEricssonW666i/R2BA Java/SEMC-Java/2.0 Profile/MIDP-2.0 Configuration/CLDC-1.1 UNTRUSTED/1.0",
+            "HuaweiU3200/B000 Browser/NetFront/3.5 Java/HWJa/2.0 Profile/MIDP-2.0 Configuration/CLDC-1.1",
+        ] {
+            assert!(
+                matches!(
+                    m.classify(ua.as_bytes()),
+                    UaClass::Browser | UaClass::Matched(Category::App, _)
+                ),
+                "{ua}"
+            );
+        }
+        // The library itself, and a crawler on a phone's profile, keep their names.
+        for (ua, category) in [
+            ("Java/1.8.0_151", Category::HttpLibrary),
+            ("Java/17.0.2", Category::HttpLibrary),
+            (
+                "Nokia6230/2.0 Profile/MIDP-2.0 Configuration/CLDC-1.1 (compatible; Googlebot-Mobile/2.1)",
+                Category::SearchEngine,
+            ),
+        ] {
+            assert!(
+                matches!(m.classify(ua.as_bytes()), UaClass::Matched(c, _) if c == category),
+                "{ua}"
+            );
+        }
     }
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
