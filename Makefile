@@ -59,7 +59,7 @@ $(ENVOY_STAMP):
 # implementation and botocore's CloudFrontSigner (filters/cdn-signing/tests/interop.rs).
 CORPORA_PKGS := crawler-user-agents==1.67.0 fake-useragent==2.2.0 apify-fingerprint-datapoints==0.15.0 \
                 akamai-edgeauth==0.3.2 botocore==1.35.99 cryptography==50.0.2 pyyaml==6.0.2
-BOT_CORPORA  := target/bot-corpora/.done-5
+BOT_CORPORA  := target/bot-corpora/.done-6
 bot-corpora: $(BOT_CORPORA)
 $(BOT_CORPORA): $(ENVOY_STAMP) filters/bot-detection/eval/corpora.py
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(CORPORA_PKGS)

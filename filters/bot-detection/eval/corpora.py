@@ -15,6 +15,10 @@
                                           family a bot; `Other`, the ambiguous families and feed
                                           readers are left out.
                                           Everything of it was looked at, so all of it is `tune`.
+                                        Also tune only: uap-core's device test cases (16,000
+                                          feature phones, TVs, set-top boxes and tablets, many
+                                          as bare model strings), device family `Spider` a bot,
+                                          a named device a non-bot, `Other` left out.
   device-detector (Matomo fixtures,   bots: entries with a `bot` section, and HTTP libraries;
     LGPL-3.0; evaluation only)        non-bots: every other entry (old and odd browsers, feature
                                       phones, in-app browsers, TVs, consoles, cars, desktop apps,
@@ -134,6 +138,16 @@ with tarfile.open(crate) as tar:
             continue
         kind = "browsers" if family in PGTS_BROWSERS else "bots"
         sets[f"{kind}_tune"].setdefault(ua, "uap-core pgts")
+    # uap-core's device test cases: device family `Spider` is a bot, a named device a non-bot
+    # (feature phones, TVs, set-top boxes, tablets, often as bare model strings); no family
+    # (`Other`) is left out. Tune only, like the PGTS list.
+    member = next(m for m in tar.getmembers() if m.name.endswith("tests/test_device.yaml"))
+    for entry in yaml.safe_load(tar.extractfile(member))["test_cases"]:
+        ua, family = clean(entry.get("user_agent_string")), entry.get("family")
+        if not ua or ua in seen or not family or family == "Other":
+            continue
+        kind = "bots" if family == "Spider" else "browsers"
+        sets[f"{kind}_tune"].setdefault(ua, "uap-core devices")
 
 # A UA listed as a bot anywhere is not also a non-bot sample.
 bots = set(sets["bots_tune"]) | set(sets["bots_holdout"])
