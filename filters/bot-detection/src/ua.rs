@@ -802,7 +802,11 @@ mod tests {
         assert!(is_domain_at(b"x 360x.cn", 6, 9));
         // Only the label right before the top-level one may be all digits.
         assert!(is_domain_at(b"(www.163.com)", 8, 12));
-        assert!(!is_domain_at(b"Blur_Version.5.8.25.XT861.ACG.en.US", 32, 35));
+        assert!(!is_domain_at(
+            b"Blur_Version.5.8.25.XT861.ACG.en.US",
+            32,
+            35
+        ));
         let m = m();
         assert!(is_domain_at(b"Foo example.co/x", 11, 14));
         // An app id written backwards is not a domain.
